@@ -1,0 +1,40 @@
+# Two commands for a fresh machine: `make run` and `make test`. Everything else is a
+# step they depend on.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup run test test-fast chaos bench stop-db clean
+
+$(STAMP): pyproject.toml package.json
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
+	@command -v npm >/dev/null || { echo "npm (Node.js) is required: install Node.js 18+"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	npm install --no-audit --no-fund --silent
+	@touch $@
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) -m stack.run
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not browser and not slow"
+
+chaos: setup
+	$(PY) -m bench.chaos
+
+bench: setup
+	$(PY) -m bench.run
+
+stop-db:
+	-$(PY) -m stack.stop_db
+
+clean:
+	rm -rf $(VENV) node_modules staticfiles
