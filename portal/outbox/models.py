@@ -4,6 +4,7 @@ The tables themselves are created by migrations/*.sql (the source of truth); the
 models exist so the admin can browse them and so Django's test runner truncates the
 outbox between tests. Never change a table by editing a model: add a .sql file.
 """
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 
@@ -19,7 +20,7 @@ class OutboxEvent(models.Model):
     entity_id = models.TextField()
     op = models.TextField(choices=OPS)
     data = models.JSONField()
-    changed = models.JSONField(default=list)  # text[] in the database
+    changed = ArrayField(models.TextField(), default=list)
     version = models.BigIntegerField(null=True)
     actor = models.TextField(null=True)
     source = models.TextField(choices=SOURCES, default="sql")

@@ -1,3 +1,4 @@
+from django.contrib.postgres.fields import ArrayField
 from django.db import migrations, models
 
 from portal.outbox.sqlfiles import RunSQLFile
@@ -21,7 +22,7 @@ class Migration(migrations.Migration):
                         ("entity_id", models.TextField()),
                         ("op", models.TextField(choices=[("insert", "insert"), ("update", "update"), ("delete", "delete"), ("event", "event")])),
                         ("data", models.JSONField()),
-                        ("changed", models.JSONField(default=list)),
+                        ("changed", ArrayField(models.TextField(), default=list)),
                         ("version", models.BigIntegerField(null=True)),
                         ("actor", models.TextField(null=True)),
                         ("source", models.TextField(choices=[("api", "api"), ("ui", "ui"), ("admin", "admin"), ("shell", "shell"), ("sql", "sql")], default="sql")),
