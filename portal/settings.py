@@ -78,3 +78,18 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("PORTAL_LOG_LEVEL", "INFO")},
 }
+
+# --- REST API (owned by the API module) ---
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Cloud Checklist API",
+    "VERSION": "1.0.0",
+}
+
+# --- Live sync ---
+SYNC_TOKEN_SECRET = os.environ.get("SYNC_TOKEN_SECRET", "dev-insecure-sync-secret")
+SYNC_TOKEN_TTL = int(os.environ.get("SYNC_TOKEN_TTL", "300"))
+# The SockJS endpoint browsers connect to (the sync server), as the browser sees it.
+SYNC_PUBLIC_URL = os.environ.get("SYNC_PUBLIC_URL", "http://127.0.0.1:8001/sync")
