@@ -28,7 +28,7 @@ test-fast: setup
 	$(PY) -m pytest -m "not browser and not slow"
 
 chaos: setup
-	$(PY) -m bench.chaos
+	$(PY) -m chaos $(ARGS)
 
 bench: setup
 	$(PY) -m bench.run

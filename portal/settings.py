@@ -25,14 +25,18 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "portal.outbox",
     "portal.checklists",
+    "portal.apitokens",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # serves collected static under gunicorn (compose.yaml)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication (it names the session user); see portal/provenance.py.
+    "portal.provenance.ProvenanceMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -82,10 +86,29 @@ LOGGING = {
 # --- REST API (owned by the API module) ---
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Token first: its 401 carries "WWW-Authenticate: Token". Session auth enforces CSRF.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "portal.apitokens.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "portal.checklists.api.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Cloud Checklist API",
+    "DESCRIPTION": (
+        "Checklists, items and memberships. Authenticate with `Authorization: Token <key>` "
+        "(or a browser session plus CSRF). Writes accept `If-Match: \"<version>\"`; a stale "
+        "version answers 412. `GET /api/checklists/{id}/` returns `tpos`, the topic position the "
+        "state reflects, for subscribing to live updates."
+    ),
     "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Live sync ---

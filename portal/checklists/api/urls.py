@@ -1,3 +1,17 @@
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-urlpatterns: list = []
+from . import views
+
+urlpatterns = [
+    path("checklists/", views.ChecklistListView.as_view(), name="api-checklists"),
+    path("checklists/<int:pk>/", views.ChecklistDetailView.as_view(), name="api-checklist"),
+    path("checklists/<int:pk>/items/", views.ItemListView.as_view(), name="api-checklist-items"),
+    path("checklists/<int:pk>/members/", views.MemberListView.as_view(), name="api-checklist-members"),
+    path("checklists/<int:pk>/members/<str:username>/", views.MemberDetailView.as_view(), name="api-checklist-member"),
+    path("items/<int:pk>/", views.ItemDetailView.as_view(), name="api-item"),
+    path("sync/token/", views.SyncTokenView.as_view(), name="api-sync-token"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+]

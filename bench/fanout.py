@@ -1,0 +1,124 @@
+"""Figure 5: fan-out of one topic from one server process to many websocket subscribers.
+
+The same node `ws` clients (bench/peers/sockjs_node/clients.js, a few processes holding
+many connections each) subscribe to our sync server and to the sockjs-node peer; both get
+the same event rate, with messages of the same byte size. Deliveries/s = events received
+by all clients / the receiving window; latency = arrival - the event's send timestamp
+(ours: taken before the INSERT, so it includes commit, relay and broker; the peer's:
+taken when its timer fires).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import urllib.request
+
+from bench import procs
+from bench.context import Ctx
+from bench.dbsetup import topic_tpos
+from bench.stats import summarize_ms
+from bench.writer import paced_write
+
+log = logging.getLogger(__name__)
+
+PER_PROCESS = 2500  # connections per client process (each needs an fd per connection)
+
+
+def open_clients(name: str, url: str, n: int, *, token: str, topic: str, origin: str, since: int = 0,
+                 sample: int = 50000, timeout: float = 180) -> list[procs.LineProc]:
+    k = max(1, math.ceil(n / PER_PROCESS))
+    clients = []
+    for i in range(k):
+        share = n // k + (1 if i < n % k else 0)
+        clients.append(procs.node_clients(f"{name}-{i}", {"url": url, "n": share, "token": token, "topic": topic,
+                                                          "origin": origin, "since": since, "sample": sample}))
+    connected = failed = 0
+    for c in clients:
+        parts = c.expect("connected", timeout).split()
+        connected += int(parts[1])
+        failed += int(parts[2])
+    if failed:
+        log.warning("%s: %d of %d connections failed", name, failed, n)
+    return clients
+
+
+def close_clients(clients: list[procs.LineProc]) -> None:
+    for c in clients:
+        try:
+            c.send("close")
+        except (BrokenPipeError, OSError):
+            pass
+    for c in clients:
+        c.stop()
+
+
+def collect(clients: list[procs.LineProc], expected: int, settle: float) -> dict:
+    """Wait until every expected delivery arrived (or nothing new came for `settle` s); merge reports."""
+    last_total, still_since = -1, time.monotonic()
+    while True:
+        reports = [c.ask_json("report", 60) for c in clients]
+        total = sum(r["received"] for r in reports)
+        if total >= expected:
+            break
+        if total != last_total:
+            last_total, still_since = total, time.monotonic()
+        elif time.monotonic() - still_since > settle:
+            break
+        time.sleep(0.5)
+    lat = [x / 1000.0 for r in reports for x in r["lat"]]
+    first = min((r["firstRecv"] for r in reports if r["firstRecv"]), default=0)
+    last = max((r["lastRecv"] for r in reports), default=0)
+    window = (last - first) / 1000.0 if last > first else None
+    received = sum(r["received"] for r in reports)
+    return {"received": received, "expected": expected, "lost": max(0, expected - received),
+            "window_s": round(window, 3) if window else None,
+            "deliveries_per_s": round(received / window, 1) if window else None,
+            "bytes_per_event": round(sum(r["bytes"] for r in reports) / received, 1) if received else None,
+            "connected": sum(r["subscribed"] for r in reports), "failed": sum(r["failed"] for r in reports),
+            **summarize_ms(lat)}
+
+
+def ours(ctx: Ctx, *, subscribers: int, rate: float, duration: float) -> dict:
+    topic = ctx.topic(0)
+    url = ctx.sync_url.replace("http://", "ws://") + "/websocket"
+    clients = open_clients("fan-ours", url, subscribers, token=ctx.token([topic]), topic=topic, origin=ctx.origin,
+                           since=topic_tpos(ctx.url, topic))
+    try:
+        for c in clients:
+            c.send("reset")
+        w = paced_write(ctx.url, checklist_id=ctx.checklists[0], rate=rate, duration=duration)
+        result = collect(clients, subscribers * len(w["commits"]), settle=5)
+    finally:
+        close_clients(clients)
+    return {"subscribers": subscribers, "rate": rate, "offered_deliveries_per_s": subscribers * rate, **result}
+
+
+def start_peer() -> tuple[procs.Daemon, int]:
+    port = procs.free_port()
+    d = procs.start("sockjs-node", ["node", str(procs.NODE_DIR / "server.js"), str(port)])
+    d.wait_for_line("ready", 20)
+    return d, port
+
+
+def peer(port: int, *, subscribers: int, rate: float, duration: float, size: int) -> dict:
+    topic = "checklist:1"
+    clients = open_clients("fan-peer", f"ws://127.0.0.1:{port}/sync/websocket", subscribers, token="peer",
+                           topic=topic, origin="http://127.0.0.1")
+    try:
+        for c in clients:
+            c.send("reset")
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/fire?rate={rate}&duration={duration}&size={size}"
+                                     f"&topic={topic}", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+        time.sleep(duration)
+        result = collect(clients, subscribers * int(round(rate * duration)), settle=5)
+    finally:
+        close_clients(clients)
+    return {"subscribers": subscribers, "rate": rate, "offered_deliveries_per_s": subscribers * rate,
+            "message_bytes": size, **result}
+
+
+def peer_stats(port: int) -> dict:
+    return json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10))

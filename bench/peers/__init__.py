@@ -1,0 +1,1 @@
+"""Peers the benchmark compares against: the seed's direct publisher, a polling relay, sockjs-node."""

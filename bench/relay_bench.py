@@ -1,0 +1,239 @@
+"""Relay benchmark: backlog drain rate, commit-to-publish latency, writer overhead.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python -m bench.relay_bench
+
+Uses its own scratch database (relay_bench, recreated each run) on DATABASE_URL's server,
+a real broker and relay as subprocesses, and prints a table; JSON to bench/results/relay.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+import zmq
+
+from stack.database import database_url, with_dbname
+from tests.support.processes import Daemon, free_port, python_module
+
+ROOT = Path(__file__).resolve().parent.parent
+SQL = ROOT / "migrations"
+DBNAME = "relay_bench"
+
+
+def make_db(admin_url: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DBNAME}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DBNAME}"')
+    url = with_dbname(admin_url, DBNAME)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for f in sorted(SQL.glob("[0-9][0-9][0-9][0-9]_*.sql")):
+            conn.execute(f.read_text())
+        conn.execute("CREATE TABLE bench_item (id bigserial PRIMARY KEY, checklist_id int NOT NULL,"
+                     " text text NOT NULL, version bigint NOT NULL DEFAULT 0)")
+        conn.execute("SELECT outbox_track('bench_item', 'item', 'checklist_id', 'checklist')")
+    return url
+
+
+class Stack:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.front = f"tcp://127.0.0.1:{free_port()}"
+        self.back = f"tcp://127.0.0.1:{free_port()}"
+        self.broker = Daemon("broker", python_module("outbox_relay.broker"),
+                             {"OUTBOX_BROKER_FRONTEND": self.front, "OUTBOX_BROKER_BACKEND": self.back}).start()
+        self.broker.wait_for_line("broker ready")
+        self.relay: Daemon | None = None
+
+    def start_relay(self) -> None:
+        self.relay = Daemon("relay", python_module("outbox_relay"), {
+            "DATABASE_URL": self.url, "OUTBOX_RELAY_BROKER_URL": self.front, "OUTBOX_RELAY_METRICS_PORT": "0"}).start()
+        self.relay.wait_for_line("relay leader", timeout=30)
+
+    def stop_relay(self) -> None:
+        if self.relay:
+            self.relay.stop()
+            self.relay = None
+
+    def stop(self) -> None:
+        self.stop_relay()
+        self.broker.stop()
+
+
+class Counter:
+    """A SUB socket on the broker backend counting events (and their latency)."""
+
+    def __init__(self, url: str) -> None:
+        self.sock = zmq.Context.instance().socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(url)
+        self.count = 0
+        self.lags: list[float] = []
+        self.record_lag = False
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        time.sleep(0.3)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.sock.poll(100):
+                continue
+            topic, raw = self.sock.recv_multipart()
+            if topic == b"_heartbeat":
+                continue
+            self.count += 1
+            if self.record_lag:
+                doc = json.loads(raw)
+                ts = datetime.strptime(doc["committed_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+                self.lags.append(time.time() - ts.timestamp())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(2)
+        self.sock.close(0)
+
+
+def published(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT published_pos FROM outbox_relay_state").fetchone()[0]
+
+
+def bench_drain(stack: Stack, rows: int) -> dict:
+    per_tx = 10
+    t0 = time.perf_counter()
+    with psycopg.connect(stack.url) as conn:
+        for i in range(0, rows, per_tx):
+            conn.execute("SELECT outbox_emit('checklist:' || (g %% 50), 'bench', jsonb_build_object('i', g, 'text', 'some text'))"
+                         " FROM generate_series(%s::int, %s::int) g", (i, i + per_tx - 1))
+            conn.commit()
+    insert_s = time.perf_counter() - t0
+    start = published(stack.url)
+    counter = Counter(stack.back)
+    stack.start_relay()
+    t1 = time.perf_counter()
+    while published(stack.url) < start + rows:
+        time.sleep(0.01)
+    drain_s = time.perf_counter() - t1
+    time.sleep(0.5)
+    counter.close()
+    stack.stop_relay()
+    return {"rows": rows, "insert_commit_rows_per_s": round(rows / insert_s),
+            "drain_events_per_s": round(rows / drain_s), "drain_seconds": round(drain_s, 3),
+            "received_by_subscriber": counter.count}
+
+
+def bench_latency(stack: Stack, rate: float, seconds: float) -> dict:
+    stack.start_relay()
+    counter = Counter(stack.back)
+    counter.record_lag = True
+    n = int(rate * seconds)
+    with psycopg.connect(stack.url, autocommit=True) as conn:
+        start = time.perf_counter()
+        for i in range(n):
+            conn.execute("SELECT outbox_emit('checklist:1', 'bench', '{}')")
+            delay = start + (i + 1) / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+    time.sleep(1.0)
+    counter.close()
+    stack.stop_relay()
+    lags = sorted(counter.lags)
+    q = statistics.quantiles(lags, n=100) if len(lags) > 2 else [0] * 99
+    return {"rate": rate, "events": n, "received": len(lags), "p50_ms": round(q[49] * 1000, 2),
+            "p99_ms": round(q[98] * 1000, 2), "max_ms": round(lags[-1] * 1000, 2) if lags else None}
+
+
+def writer_tps(url: str, writers: int, seconds: float) -> float:
+    done = [0] * writers
+    stop = time.perf_counter() + seconds
+
+    def work(k: int) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while time.perf_counter() < stop:
+                conn.execute("INSERT INTO bench_item (checklist_id, text) VALUES (%s, 'x')", (k,))
+                done[k] += 1
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(writers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - t0)
+
+
+def bench_writers(stack: Stack, counts: list[int], seconds: float) -> list[dict]:
+    out = []
+
+    def triggers(enable: bool) -> None:
+        with psycopg.connect(stack.url, autocommit=True) as conn:
+            verb = "ENABLE" if enable else "DISABLE"
+            conn.execute(f"ALTER TABLE bench_item {verb} TRIGGER outbox_capture")
+            conn.execute(f"ALTER TABLE bench_item {verb} TRIGGER outbox_version")
+
+    def doorbell(armed: bool) -> None:
+        with psycopg.connect(stack.url, autocommit=True) as conn:
+            conn.execute("UPDATE outbox_doorbell SET armed = %s", (armed,))
+
+    for n in counts:
+        row = {"writers": n}
+        triggers(False)
+        row["no_capture_tps"] = round(writer_tps(stack.url, n, seconds))
+        triggers(True)
+        stack.start_relay()
+        row["capture_relay_running_tps"] = round(writer_tps(stack.url, n, seconds))
+        stack.stop_relay()
+        # No relay: the doorbell stays armed, so every writer NOTIFYs (the cost it avoids).
+        doorbell(True)
+        row["capture_doorbell_always_armed_tps"] = round(writer_tps(stack.url, n, seconds))
+        doorbell(False)
+        row["capture_no_notify_tps"] = round(writer_tps(stack.url, n, seconds))
+        doorbell(True)
+        with psycopg.connect(stack.url, autocommit=True) as conn:  # keep the next round's relay start cheap
+            conn.execute("TRUNCATE outbox")
+        out.append(row)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    args = ap.parse_args()
+    url = make_db(database_url())
+    stack = Stack(url)
+    try:
+        drain = bench_drain(stack, args.rows)
+        latency = bench_latency(stack, 100, 5)
+        writers = bench_writers(stack, [1, 8, 32], args.seconds)
+    finally:
+        stack.stop()
+    result = {"drain": drain, "latency": latency, "writers": writers}
+    print(f"(a) drain {drain['rows']} rows: {drain['drain_events_per_s']} events/s sequenced+published "
+          f"({drain['drain_seconds']} s; subscriber received {drain['received_by_subscriber']}); "
+          f"insert+commit rate {drain['insert_commit_rows_per_s']} rows/s")
+    print(f"(b) latency at {latency['rate']}/s: p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, "
+          f"max {latency['max_ms']} ms ({latency['received']}/{latency['events']} received)")
+    print("(c) writer transactions/s (single-row insert+commit into a tracked table)")
+    cols = ["writers", "no_capture_tps", "capture_relay_running_tps", "capture_doorbell_always_armed_tps", "capture_no_notify_tps"]
+    print(" | ".join(f"{c:>34}" if i else f"{c:>7}" for i, c in enumerate(cols)))
+    for row in writers:
+        print(" | ".join(f"{row[c]:>34}" if i else f"{row[c]:>7}" for i, c in enumerate(cols)))
+    out = ROOT / "bench" / "results" / "relay.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

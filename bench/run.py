@@ -1,0 +1,224 @@
+"""`make bench`: our pipeline's figures next to the peers', in one bounded run.
+
+    python -m bench.run [--quick] [--only NAME,...] [--out bench/results]
+
+Every load is loopback-only and bounded; every process started is stopped at exit.
+Writes latest.json, latest.md and latest.png to --out. Exit code 0 even when a target is
+missed (the table says so); 1 if the run itself failed before writing results.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from bench import procs, report
+from bench.context import Ctx, stack_tail, start_broker, start_stack, stop_stack
+from bench.dbsetup import bench_url, prepare
+
+log = logging.getLogger("bench")
+
+OUT = Path(__file__).resolve().parent / "results"
+CAVEAT = ("Measured on a shared 2-CPU machine: PostgreSQL, the daemons, the load clients and the peers all share "
+          "the same 2 cores, and other engineers' test runs may have overlapped this run; treat the figures as "
+          "noisy lower bounds for our components, and compare ours with the peers only within this run.")
+PHASES = ("relay_bench", "peers", "latency", "throughput", "faults", "resume", "fanout", "connections", "sockjs_peer")
+
+
+class Run:
+    def __init__(self, quick: bool, only: set[str] | None):
+        self.quick = quick
+        self.only = only
+        self.results: dict = {"figures": {}, "errors": {}, "raw": {}}
+        self.raw = self.results["raw"]
+        self.ctx: Ctx | None = None
+
+    def wanted(self, phase: str) -> bool:
+        return self.only is None or phase in self.only
+
+    def phase(self, name: str, fn) -> None:
+        if not self.wanted(name):
+            return
+        t0 = time.monotonic()
+        log.info("== %s", name)
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - one failed phase must not lose the others' figures
+            log.error("phase %s failed: %s", name, exc)
+            self.results["errors"][name] = f"{type(exc).__name__}: {exc}".strip()[:600]
+            self.raw.setdefault("tracebacks", {})[name] = traceback.format_exc()[-3000:]
+            if self.ctx and self.ctx.stack is not None:
+                self.raw.setdefault("stack_log", {})[name] = stack_tail(self.ctx, 40)
+        finally:
+            self.raw.setdefault("phase_seconds", {})[name] = round(time.monotonic() - t0, 1)
+            log.info("   %s took %.1f s", name, time.monotonic() - t0)
+
+    # ------------------------------------------------------------- phases
+
+    def relay_bench(self) -> None:
+        from bench import relay_bench  # written by the relay engineer
+
+        self.raw["relay_bench"] = relay_bench.run(self.ctx.url, quick=self.quick)
+
+    def peers(self) -> None:
+        from bench import latency, race
+        from bench.peers import seed_direct
+
+        ctx = self.ctx
+        broker = start_broker(ctx)
+        try:
+            dur = ctx.scale(10, 2)
+            self.raw["seed_latency"] = {str(r): latency.seed_direct(ctx, rate=r, duration=dur if r <= 100 else dur / 2)
+                                        for r in (100, 1000)}
+            self.raw["polling_latency"] = {"100": latency.polling_relay(ctx, rate=100, duration=dur)}
+            cost = {}
+            for writers in (1, 8, 32):
+                d = ctx.scale(3, 1)
+                plain = seed_direct.writer_cost(ctx.url, pub_url=None, checklist_id=ctx.checklists[1],
+                                                writers=writers, duration=d)
+                pub = seed_direct.writer_cost(ctx.url, pub_url=ctx.broker_frontend, checklist_id=ctx.checklists[1],
+                                              writers=writers, duration=d)
+                cost[str(writers)] = {"plain_tps": round(plain, 1), "publish_tps": round(pub, 1)}
+            self.raw["seed_writer_cost"] = cost
+            from bench import faults
+
+            self.raw["seed_kill"] = faults.seed_kill(ctx, rounds=int(ctx.scale(3, 1)))
+            self.raw["polling_race"] = race.run(ctx, who="polling_relay", writers=8, duration=ctx.scale(8, 3))
+        finally:
+            broker.stop()
+
+    def ensure_stack(self) -> None:
+        if self.ctx.stack is None:
+            start_stack(self.ctx)
+
+    def latency(self) -> None:
+        from bench import latency
+
+        self.ensure_stack()
+        ctx = self.ctx
+        out = {}
+        for transport in ("websocket", "xhr-streaming"):
+            for rate, dur in ((100, ctx.scale(20, 3)), (1000, ctx.scale(10, 2))):
+                out[f"{transport}@{rate}"] = latency.ours(ctx, rate=rate, duration=dur, transport=transport,
+                                                          with_probe=(transport == "websocket"))
+        self.raw["latency"] = out
+
+    def throughput(self) -> None:
+        from bench import latency
+
+        self.ensure_stack()
+        rates = [500, 2000] if self.quick else [1000, 2500, 5000, 7500, 10000, 15000, 20000]
+        self.raw["throughput"] = latency.ramp(self.ctx, rates, duration=self.ctx.scale(5, 2))
+
+    def faults(self) -> None:
+        from bench import faults, race
+
+        self.ensure_stack()
+        self.raw["ours_race"] = race.run(self.ctx, who="ours", writers=8, duration=self.ctx.scale(8, 3))
+        self.raw["relay_kill"] = faults.relay_kill(self.ctx, duration=self.ctx.scale(6, 4))
+
+    def resume(self) -> None:
+        from bench import resume
+
+        self.ensure_stack()
+        self.raw["resume"] = resume.run(self.ctx, missed=10_000)
+
+    def fanout(self) -> None:
+        from bench import fanout
+
+        self.ensure_stack()
+        out = {}
+        for n in self.sizes_fanout():
+            rate = self.fanout_rate(n)
+            out[str(n)] = fanout.ours(self.ctx, subscribers=n, rate=rate, duration=self.ctx.scale(6, 2))
+        self.raw["fanout_ours"] = out
+
+    def sizes_fanout(self) -> list[int]:
+        return [200, 1000] if self.quick else [1000, 5000]
+
+    def fanout_rate(self, n: int) -> float:
+        return round(200_000 / n, 1)  # same offered deliveries/s at every size
+
+    def sizes_conn(self) -> list[int]:
+        from bench.connections import fd_limit
+
+        top = max(100, fd_limit() - 1000)  # headroom for the server's other fds
+        return [500, 1000] if self.quick else sorted({min(5000, top), top})
+
+    def connections(self) -> None:
+        from bench import connections
+
+        self.ensure_stack()
+        self.raw["connections_ours"] = {str(n): connections.ours(self.ctx, n) for n in self.sizes_conn()}
+        self.raw["fd_limit"] = connections.fd_limit()
+
+    def sockjs_peer(self) -> None:
+        from bench import connections, fanout
+
+        stop_stack(self.ctx)  # the peer gets the machine to itself, as ours did
+        d, port = fanout.start_peer()
+        try:
+            size = int((self.raw.get("fanout_ours", {}).get(str(self.sizes_fanout()[0]), {})
+                        .get("bytes_per_event")) or 200)
+            self.raw["fanout_peer"] = {str(n): fanout.peer(port, subscribers=n, rate=self.fanout_rate(n),
+                                                           duration=self.ctx.scale(6, 2), size=size)
+                                       for n in self.sizes_fanout()}
+            d.stop()
+            d, port = fanout.start_peer()  # fresh process: its RSS baseline is not inflated by fan-out
+            self.raw["connections_peer"] = {str(n): connections.peer(d.pid, port, n) for n in self.sizes_conn()}
+        finally:
+            d.stop()
+
+    # ------------------------------------------------------------- main
+
+    def execute(self) -> dict:
+        started = datetime.datetime.now(datetime.timezone.utc)
+        t0 = time.monotonic()
+        load_before = procs.loadavg()
+        url = bench_url()
+        setup = prepare(url)
+        self.ctx = Ctx(url=url, user_id=setup["user_id"], checklists=setup["checklists"], quick=self.quick)
+        try:
+            for name in PHASES:
+                self.phase(name, getattr(self, name))
+        finally:
+            stop_stack(self.ctx)
+            procs.stop_all()
+        from bench.figures import build
+
+        self.results["meta"] = {
+            "started": started.strftime("%Y-%m-%d %H:%M UTC"), "duration_s": round(time.monotonic() - t0, 1),
+            "mode": "quick" if self.quick else "full", "cpus": os.cpu_count(), "python": platform.python_version(),
+            "loadavg_before": load_before, "loadavg_after": procs.loadavg(), "caveat": CAVEAT, "noisy": True,
+            "fd_limit": self.raw.get("fd_limit"),
+        }
+        self.results["figures"] = build(self.raw, quick=self.quick)
+        return self.results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="short smoke run (about 2 minutes)")
+    p.add_argument("--only", help=f"comma-separated phases among {','.join(PHASES)}")
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    only = set(args.only.split(",")) if args.only else None
+    if only and only - set(PHASES):
+        print(f"bench: unknown phase(s) {sorted(only - set(PHASES))}; known: {', '.join(PHASES)}", file=sys.stderr)
+        return 2
+    results = Run(args.quick, only).execute()
+    paths = report.write_all(results, args.out)
+    print(report.markdown(results))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

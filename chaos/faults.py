@@ -1,0 +1,157 @@
+"""Each fault as one async function: break something, then repair it the way operations
+would (or let the system heal itself), returning when the repair is done. The recovery
+clock starts then."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import psycopg
+
+from .cluster import Cluster, PrivatePostgres
+from .load import open_transaction
+from .recorder import RecordingClient, successor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    cluster: Cluster
+    clients: list[RecordingClient]
+    topics: list[str]
+    pg: PrivatePostgres | None = None
+    slow_seconds: float = 30.0
+    open_tx_seconds: float = 60.0
+    pause_seconds: float = 10.0
+    notes: list[str] = field(default_factory=list)
+    broken_at: float = 0.0   # monotonic time of the break; recovery is measured from it
+
+
+Fault = Callable[[Context], Awaitable[None]]
+
+
+async def _thread(fn, *args):
+    return await asyncio.to_thread(fn, *args)
+
+
+async def kill_leader(ctx: Context) -> None:
+    """kill -9 the relay leader; the standby must take over. The dead one comes back as standby."""
+    c = ctx.cluster
+    name = await _thread(c.leader)
+    c.relays[name].kill(signal.SIGKILL)
+    new = await _thread(c.leader, 20.0)
+    ctx.notes.append(f"{name} killed, {new} took over")
+    await _thread(c.start_relay, name)
+
+
+async def kill_all_relays(ctx: Context) -> None:
+    c = ctx.cluster
+    names = list(c.relays)
+    for name in names:
+        c.relays[name].kill(signal.SIGKILL)
+    await asyncio.sleep(1.0)
+    for name in names:
+        await _thread(c.start_relay, name)
+
+
+async def kill_broker(ctx: Context) -> None:
+    c = ctx.cluster
+    assert c.broker is not None
+    c.broker.kill(signal.SIGKILL)
+    await asyncio.sleep(1.0)
+    await _thread(c.start_broker)
+
+
+async def pause_broker(ctx: Context) -> None:
+    """SIGSTOP the broker: publishers and subscribers see a silent, connected peer."""
+    c = ctx.cluster
+    assert c.broker is not None
+    c.broker.kill(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(ctx.pause_seconds)
+    finally:
+        c.broker.kill(signal.SIGCONT)
+
+
+async def kill_sync_server(ctx: Context) -> None:
+    """kill -9 the sync server; it comes back on the same port and clients reconnect."""
+    c = ctx.cluster
+    assert c.sync is not None
+    c.sync.kill(signal.SIGKILL)
+    await asyncio.sleep(1.0)
+    await _thread(c.start_sync)
+
+
+async def kill_client(ctx: Context) -> None:
+    """A client dies mid-stream; a new one resumes from its last tpos (same records)."""
+    victim = ctx.clients[0]
+    victim.kill()
+    await asyncio.sleep(0.5)
+    ctx.clients[0] = successor(victim)
+
+
+async def restart_postgres(ctx: Context) -> None:
+    if ctx.pg is None:
+        raise RuntimeError("restart_postgres needs a private PostgreSQL cluster")
+    await _thread(ctx.pg.restart, "fast")
+
+
+async def terminate_listener(ctx: Context) -> None:
+    """pg_terminate_backend on the relay's LISTEN connection."""
+    def kill() -> int:
+        with psycopg.connect(ctx.cluster.dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND query ILIKE 'LISTEN outbox%'").fetchall()
+            return len(rows)
+    n = await _thread(kill)
+    ctx.notes.append(f"terminated {n} LISTEN connection(s)")
+    if n == 0:
+        raise RuntimeError("no LISTEN connection found to terminate")
+
+
+async def slow_client(ctx: Context) -> None:
+    """One client reads nothing for slow_seconds, then carries on."""
+    client = ctx.clients[-1]
+    client.paused.clear()
+    try:
+        await asyncio.sleep(ctx.slow_seconds)
+    finally:
+        client.paused.set()
+
+
+async def open_transaction_fault(ctx: Context) -> None:
+    """A transaction stays open open_tx_seconds while the load goes on around it."""
+    await open_transaction(ctx.cluster.dsn, ctx.topics[0], ctx.open_tx_seconds)
+
+
+async def relays_race_cold(ctx: Context) -> None:
+    """Every relay stopped, a backlog builds, then two relays start at the same instant."""
+    c = ctx.cluster
+    names = list(c.relays)
+    for name in names:
+        c.relays[name].kill(signal.SIGKILL)
+    await asyncio.sleep(2.0)
+    started = [c.start_relay(name, wait=False) for name in names]
+    for d in started:
+        await _thread(d.wait_for_line, "relay started", 20.0)
+
+
+FAULTS: dict[str, Fault] = {
+    "kill -9 relay leader": kill_leader,
+    "kill -9 all relays": kill_all_relays,
+    "kill -9 broker": kill_broker,
+    "SIGSTOP broker": pause_broker,
+    "kill -9 sync server": kill_sync_server,
+    "kill client": kill_client,
+    "restart PostgreSQL": restart_postgres,
+    "terminate LISTEN conn": terminate_listener,
+    "slow client": slow_client,
+    "open transaction": open_transaction_fault,
+    "relays race cold": relays_race_cold,
+}

@@ -1,0 +1,83 @@
+"""`outbox-admin status|replay|prune`: the operations of operations.py from a shell.
+
+DATABASE_URL (or the embedded server) says which database; replay publishes to
+OUTBOX_RELAY_BROKER_URL (the broker frontend) unless --broker is given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from outbox_relay import operations
+from outbox_relay.config import DEFAULT_FRONTEND
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="outbox-admin", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    st = sub.add_parser("status", help="leader, backlog, lag, positions, heartbeat age, poison rows")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    rp = sub.add_parser("replay", help="re-publish stored events (they keep their pos)")
+    add_selection_arguments(rp)
+    rp.add_argument("--dry-run", action="store_true", help="show what would go out; send nothing")
+    rp.add_argument("--rate", type=float, help="at most this many events per second")
+    rp.add_argument("--broker", default=os.environ.get("OUTBOX_RELAY_BROKER_URL", DEFAULT_FRONTEND),
+                    help="broker frontend to publish to (default: %(default)s)")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    pr = sub.add_parser("prune", help="delete published rows older than a retention period")
+    pr.add_argument("--older-than", required=True, type=operations.parse_duration, help="e.g. 30d, 12h")
+    pr.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+    return p
+
+
+def add_selection_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from-pos", type=int, help="first pos (inclusive)")
+    p.add_argument("--to-pos", type=int, help="last pos (inclusive)")
+    p.add_argument("--since", type=operations.parse_time, help="written at or after (ISO-8601, UTC if no zone)")
+    p.add_argument("--until", type=operations.parse_time, help="written before (ISO-8601)")
+    p.add_argument("--topic", help="only this topic, e.g. checklist:42")
+
+
+def selection(args: argparse.Namespace) -> operations.Selection:
+    return operations.Selection(from_pos=args.from_pos, to_pos=args.to_pos, since=args.since,
+                                until=args.until, topic=args.topic)
+
+
+def run(args: argparse.Namespace, dsn: str, out=sys.stdout) -> int:
+    if args.cmd == "status":
+        s = operations.status(dsn)
+        print(json.dumps(s.as_dict()) if args.json else operations.format_status(s), file=out)
+    elif args.cmd == "replay":
+        sel = selection(args)
+        if args.dry_run:
+            result, lines = operations.preview(dsn, sel)
+            for line in lines:
+                print(line, file=out)
+            if result.count > len(lines):
+                print(f"... and {result.count - len(lines)} more", file=out)
+            print(f"dry run: would replay {result.count} events, pos {result.first_pos}..{result.last_pos},"
+                  f" {len(result.topics)} topics", file=out)
+        else:
+            result = operations.replay(dsn, args.broker, sel, rate=args.rate, progress=not args.no_progress)
+            print(f"replayed {result.count} events, pos {result.first_pos}..{result.last_pos},"
+                  f" {len(result.topics)} topics", file=out)
+    elif args.cmd == "prune":
+        r = operations.prune(dsn, args.older_than, dry_run=args.dry_run)
+        verb = "would delete" if r.dry_run else "deleted"
+        print(f"{verb} {r.deleted} published rows sequenced before {r.cutoff.isoformat()}", file=out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from stack.database import database_url
+
+    sys.exit(run(args, database_url()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Settings of the relay and the broker, parsed and validated from the environment (pure).
+
+Entry points call relay_config(os.environ) / broker_config(os.environ); a bad value
+raises ConfigError with a one-line message, which the entry point prints before exiting 2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_FRONTEND = "tcp://127.0.0.1:5557"
+DEFAULT_BACKEND = "tcp://127.0.0.1:5558"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    broker_url: str = DEFAULT_FRONTEND          # the broker's frontend (XSUB) to publish to
+    poll_interval: float = 1.0                  # seconds between polls when no doorbell rings
+    batch_size: int = 2000                      # rows claimed per transaction (plus the rest of their transactions)
+    heartbeat_interval: float = 1.0             # seconds between heartbeats
+    lock_retry: float = 0.5                     # standby: seconds between leadership attempts
+    metrics_port: int = 9101                    # 0 disables the Prometheus endpoint
+    max_event_bytes: int = 1_000_000            # data larger than this makes a poison row
+    connect_delay: float = 0.2                  # wait after connecting to the broker (slow joiner)
+    name: str = ""                              # this relay's name in status; default host:pid
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    frontend: str = DEFAULT_FRONTEND
+    backend: str = DEFAULT_BACKEND
+    log_level: str = "INFO"
+
+
+def _positive(kind: Callable[[str], T], allow_zero: bool = False) -> Callable[[str], T]:
+    def parse(raw: str) -> T:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ValueError(f"expected a {kind.__name__}, got {raw!r}") from None
+        if value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
+            raise ValueError(f"must be {'>= 0' if allow_zero else '> 0'}, got {raw!r}")
+        return value
+    return parse
+
+
+def _endpoint(raw: str) -> str:
+    if not raw.startswith(("tcp://", "ipc://", "inproc://")):
+        raise ValueError(f"expected a ZeroMQ endpoint like tcp://127.0.0.1:5557, got {raw!r}")
+    return raw
+
+
+def _port(raw: str) -> int:
+    value = _positive(int, allow_zero=True)(raw)
+    if value > 65535:
+        raise ValueError(f"not a TCP port: {raw!r}")
+    return value
+
+
+def _level(raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"expected DEBUG, INFO, WARNING or ERROR, got {raw!r}")
+    return level
+
+
+_RELAY_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "OUTBOX_RELAY_BROKER_URL": ("broker_url", _endpoint),
+    "OUTBOX_RELAY_POLL_INTERVAL": ("poll_interval", _positive(float)),
+    "OUTBOX_RELAY_BATCH_SIZE": ("batch_size", _positive(int)),
+    "OUTBOX_RELAY_HEARTBEAT_INTERVAL": ("heartbeat_interval", _positive(float)),
+    "OUTBOX_RELAY_LOCK_RETRY": ("lock_retry", _positive(float)),
+    "OUTBOX_RELAY_METRICS_PORT": ("metrics_port", _port),
+    "OUTBOX_RELAY_MAX_EVENT_BYTES": ("max_event_bytes", _positive(int)),
+    "OUTBOX_RELAY_CONNECT_DELAY": ("connect_delay", _positive(float, allow_zero=True)),
+    "OUTBOX_RELAY_NAME": ("name", str),
+    "OUTBOX_RELAY_LOG_LEVEL": ("log_level", _level),
+}
+
+_BROKER_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "OUTBOX_BROKER_FRONTEND": ("frontend", _endpoint),
+    "OUTBOX_BROKER_BACKEND": ("backend", _endpoint),
+    "OUTBOX_BROKER_LOG_LEVEL": ("log_level", _level),
+}
+
+
+def _parse(env: Mapping[str, str], prefix: str, fields: dict[str, tuple[str, Callable[[str], object]]]) -> dict:
+    known = set(fields)
+    for name in env:
+        if name.startswith(prefix) and name not in known:
+            raise ConfigError(f"{name}: unknown setting (known: {', '.join(sorted(known))})")
+    values = {}
+    for name, (attr, parse) in fields.items():
+        raw = env.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            values[attr] = parse(raw.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return values
+
+
+def relay_config(env: Mapping[str, str]) -> RelayConfig:
+    return RelayConfig(**_parse(env, "OUTBOX_RELAY_", _RELAY_FIELDS))
+
+
+def broker_config(env: Mapping[str, str]) -> BrokerConfig:
+    cfg = BrokerConfig(**_parse(env, "OUTBOX_BROKER_", _BROKER_FIELDS))
+    if cfg.frontend == cfg.backend:
+        raise ConfigError("OUTBOX_BROKER_FRONTEND and OUTBOX_BROKER_BACKEND must differ")
+    return cfg

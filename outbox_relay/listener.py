@@ -1,0 +1,83 @@
+"""The doorbell: LISTEN outbox on a dedicated autocommit connection, and arm/disarm.
+
+Writers NOTIFY only while the doorbell is armed (trigger outbox_ring, deferred to commit),
+because NOTIFY serializes commits. The relay disarms when it wakes, drains, arms, then
+drains once more: a writer that read "disarmed" committed before that last drain began
+or is caught by the poll timer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+DISARM_SQL = "UPDATE outbox_doorbell SET armed = false WHERE id = 1 AND armed"
+ARM_SQL = "UPDATE outbox_doorbell SET armed = true WHERE id = 1 AND NOT armed"
+
+
+class Listener:
+    """Owns the LISTEN connection; `rung` is set by every notification."""
+
+    def __init__(self, dsn: str, connect_kwargs: dict) -> None:
+        self.dsn = dsn
+        self.connect_kwargs = connect_kwargs
+        self.rung = asyncio.Event()
+        self._conn: psycopg.AsyncConnection | None = None
+        self._task: asyncio.Task | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """(Re)connect and LISTEN; the caller drains afterwards, so nothing is missed."""
+        await self.close()
+        self._conn = await psycopg.AsyncConnection.connect(
+            self.dsn, autocommit=True, application_name="outbox-relay-listener", **self.connect_kwargs)
+        await self._conn.execute("LISTEN outbox")
+        self._task = asyncio.create_task(self._pump(self._conn), name="relay-listener")
+
+    async def _pump(self, conn: psycopg.AsyncConnection) -> None:
+        async for _ in conn.notifies():
+            self.rung.set()
+
+    async def wait(self, timeout: float, stop: asyncio.Event) -> str:
+        """Until a ring, the poll timeout, stop, or the listener's death; says which."""
+        if self.rung.is_set():
+            self.rung.clear()
+            return "rung"
+        waiters = {asyncio.ensure_future(self.rung.wait()): "rung", asyncio.ensure_future(stop.wait()): "stop"}
+        if self._task is not None:
+            waiters[self._task] = "listener-lost"  # type: ignore[index]
+        done, _ = await asyncio.wait(list(waiters), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for fut, what in waiters.items():
+            if fut is not self._task and not fut.done():
+                fut.cancel()
+        self.rung.clear()
+        if not done:
+            return "poll"
+        if stop.is_set():
+            return "stop"
+        if self._task in done:
+            return "listener-lost"
+        return "rung"
+
+    def error(self) -> BaseException | None:
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            return self._task.exception()
+        return None
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, psycopg.Error):
+                pass
+            self._task = None
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None

@@ -1,0 +1,32 @@
+"""The relay's ZeroMQ PUB socket, connected to the broker frontend (XSUB).
+
+A plain (not zmq.asyncio) socket with NOBLOCK: a PUB socket never blocks, it drops at the
+high-water mark, so an awaitable send would only add overhead per message. Drops are
+made visible by positions and heartbeats and repaired by subscribers from the outbox.
+"""
+from __future__ import annotations
+
+import zmq
+
+from outbox_relay.envelope import HEARTBEAT_TOPIC, encode_heartbeat
+
+_HB_TOPIC = HEARTBEAT_TOPIC.encode()
+
+
+class Publisher:
+    def __init__(self, url: str, ctx: zmq.Context | None = None) -> None:
+        self.url = url
+        self.ctx = ctx or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.PUB)
+        self.sock.setsockopt(zmq.LINGER, 1000)
+        self.sock.setsockopt(zmq.SNDHWM, 1_000_000)
+        self.sock.connect(url)
+
+    def send(self, topic: str, envelope: bytes) -> None:
+        self.sock.send_multipart((topic.encode(), envelope), flags=zmq.NOBLOCK)
+
+    def heartbeat(self, pos: int) -> None:
+        self.sock.send_multipart((_HB_TOPIC, encode_heartbeat(pos)), flags=zmq.NOBLOCK)
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,198 @@
+"""The relay daemon's loop: elect, then sequence and publish until stopped.
+
+    standby --(advisory lock)--> leader:
+        LISTEN, connect the publisher, republish (published_pos, last_pos],
+        then: disarm, drain, arm, drain, sleep until a ring / the poll timer.
+
+Any database error sends the relay back to the election with backoff; the lock lives on
+the sequencing connection, so a relay that lost it can no longer claim anything.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+import psycopg
+
+from outbox_relay import leader, metrics, sequencer
+from outbox_relay.config import RelayConfig
+from outbox_relay.listener import ARM_SQL, DISARM_SQL, Listener
+from outbox_relay.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+CONNECT_KWARGS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+                  "connect_timeout": 5}
+BACKLOG_EVERY = 5.0  # seconds between backlog counts (a count is not free on a big backlog)
+
+
+class LeadershipLost(Exception):
+    pass
+
+
+class Relay:
+    def __init__(self, config: RelayConfig, dsn: str) -> None:
+        self.config = config
+        self.dsn = dsn
+        self.name = config.name or f"{socket.gethostname()}:{os.getpid()}"
+        self.published_pos = 0
+        self.is_leader = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("relay started name=%s broker=%s", self.name, self.config.broker_url)
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+                backoff = 0.2
+            except (psycopg.OperationalError, psycopg.InterfaceError, LeadershipLost) as exc:
+                self._set_leader(False)
+                log.warning("relay lost its database session error=%r; retrying in %.1fs", str(exc).strip(), backoff)
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+        log.info("relay stopped name=%s published_pos=%d", self.name, self.published_pos)
+
+    def _set_leader(self, value: bool) -> None:
+        self.is_leader = value
+        metrics.LEADER.set(1 if value else 0)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            self.dsn, autocommit=True, application_name="outbox-relay", **CONNECT_KWARGS)
+        try:
+            said_standby = False
+            while not stop.is_set():
+                if await leader.try_lead(conn):
+                    break
+                if not said_standby:
+                    log.info("relay standby name=%s", self.name)
+                    said_standby = True
+                await _sleep_or_stop(stop, self.config.lock_retry)
+            if stop.is_set():
+                return
+            await leader.record_leader(conn, self.name)
+            self._set_leader(True)
+            log.info("relay leader name=%s", self.name)
+            await self._lead(conn, stop)
+        finally:
+            self._set_leader(False)
+            await conn.close()
+
+    async def _lead(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> None:
+        listener = Listener(self.dsn, CONNECT_KWARGS)
+        publisher = Publisher(self.config.broker_url)
+        heartbeat = None
+        try:
+            await listener.start()
+            # Slow joiner: give the connection to the broker a moment before the first send;
+            # anything lost anyway is repaired by subscribers from the outbox.
+            await asyncio.sleep(self.config.connect_delay)
+            await self._republish(conn, publisher)
+            heartbeat = asyncio.create_task(self._heartbeats(conn, publisher, stop), name="relay-heartbeat")
+            while not stop.is_set():
+                if heartbeat.done():
+                    heartbeat.result()  # re-raises what killed it
+                    return
+                await conn.execute(DISARM_SQL)
+                await self._drain(conn, publisher, stop)
+                if stop.is_set():
+                    break
+                await conn.execute(ARM_SQL)
+                if await self._drain(conn, publisher, stop):
+                    continue  # work arrived meanwhile: stay awake (and disarmed next round)
+                woke = await listener.wait(self.config.poll_interval, stop)
+                if woke == "listener-lost":
+                    log.warning("relay listener lost error=%r; reconnecting", str(listener.error()).strip())
+                    await self._reconnect_listener(listener, stop)
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+                try:
+                    await heartbeat
+                except (asyncio.CancelledError, psycopg.Error):
+                    pass
+            await listener.close()
+            publisher.close()
+            if not conn.closed:
+                try:
+                    await sequencer.record_published(conn, self.published_pos)
+                except psycopg.Error:
+                    pass  # the next leader republishes from the last recorded position
+
+    async def _reconnect_listener(self, listener: Listener, stop: asyncio.Event) -> None:
+        delay = 0.1
+        while not stop.is_set():
+            try:
+                await listener.start()
+                return  # the caller's loop drains next: LISTEN, then drain
+            except psycopg.OperationalError as exc:
+                log.warning("relay listener reconnect failed error=%r", str(exc).strip())
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _republish(self, conn: psycopg.AsyncConnection, publisher: Publisher) -> None:
+        """At-least-once after a takeover: send what the last leader may not have sent."""
+        last, published = await sequencer.positions(conn)
+        self.published_pos = published
+        if last > published:
+            log.info("relay republishing from=%d to=%d", published + 1, last)
+        while self.published_pos < last:
+            rows = await sequencer.unpublished(conn, self.published_pos, last, self.config.batch_size)
+            if not rows:
+                break
+            self._publish(publisher, rows)
+            await sequencer.record_published(conn, self.published_pos)
+        self.published_pos = max(self.published_pos, last)
+
+    async def _drain(self, conn: psycopg.AsyncConnection, publisher: Publisher, stop: asyncio.Event) -> int:
+        """Claim and publish until nothing is left (or stop); returns rows published."""
+        total = 0
+        while True:
+            rows = await sequencer.claim(conn, self.config.batch_size, self.published_pos, self.config.max_event_bytes)
+            if not rows:
+                return total
+            self._publish(publisher, rows)
+            metrics.BATCHES.inc()
+            total += len(rows)
+            if stop.is_set():
+                # Finish the batch in flight, record it, and go.
+                await sequencer.record_published(conn, self.published_pos)
+                return total
+            # Let the heartbeat task run between batches of a long drain.
+            await asyncio.sleep(0)
+
+    def _publish(self, publisher: Publisher, rows: list[sequencer.Claimed]) -> None:
+        now = time.time()
+        for row in rows:
+            publisher.send(row.topic, row.envelope)
+            if row.error:
+                metrics.POISON.inc()
+                log.error("poison row published without data pos=%d topic=%s error=%r", row.pos, row.topic, row.error)
+        # Observing every row would cost more than it tells; first and last bound the batch.
+        metrics.LAG.observe(max(0.0, now - rows[0].created_at.timestamp()))
+        if len(rows) > 1:
+            metrics.LAG.observe(max(0.0, now - rows[-1].created_at.timestamp()))
+        metrics.PUBLISHED.inc(len(rows))
+        self.published_pos = rows[-1].pos
+
+    async def _heartbeats(self, conn: psycopg.AsyncConnection, publisher: Publisher, stop: asyncio.Event) -> None:
+        last_count = 0.0
+        while not stop.is_set():
+            publisher.heartbeat(self.published_pos)
+            metrics.HEARTBEATS.inc()
+            await sequencer.record_published(conn, self.published_pos)
+            if time.monotonic() - last_count >= BACKLOG_EVERY:
+                cur = await conn.execute("SELECT count(*) FROM outbox WHERE pos IS NULL")
+                metrics.BACKLOG.set((await cur.fetchone())[0])
+                last_count = time.monotonic()
+            await _sleep_or_stop(stop, self.config.heartbeat_interval)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass

@@ -1,0 +1,111 @@
+"""Request and response shapes of the REST API.
+
+Writable fields are strict about JSON types, and a body naming a field the serializer
+does not know is rejected (400 naming it) rather than silently ignored. Read-only
+fields (id, version, ...) may be sent back as received; they are ignored.
+"""
+from collections.abc import Mapping
+
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from ..models import TEXT_MAX, TITLE_MAX, Checklist, Item, Membership
+from .fields import StrictBooleanField, StrictCharField, StrictIntegerField
+
+
+class RejectUnknownFields:
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            unknown = sorted(str(k) for k in set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({k: ["Unknown field."] for k in unknown})
+        return super().to_internal_value(data)
+
+
+class ItemSerializer(RejectUnknownFields, serializers.ModelSerializer):
+    checklist = serializers.IntegerField(source="checklist_id", read_only=True)
+    text = StrictCharField(max_length=TEXT_MAX)
+    done = StrictBooleanField(required=False)
+    position = StrictIntegerField(required=False)
+
+    class Meta:
+        model = Item
+        fields = ["id", "checklist", "text", "done", "position", "version"]
+        read_only_fields = ["id", "version"]
+
+
+class ItemUpdateSerializer(ItemSerializer):
+    """An update may also move the item to another checklist the user can edit."""
+
+    checklist = StrictIntegerField(source="checklist_id", required=False, min_value=1, max_value=2**63 - 1)
+
+
+class ChecklistSerializer(RejectUnknownFields, serializers.ModelSerializer):
+    title = StrictCharField(max_length=TITLE_MAX)
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    role = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Checklist
+        fields = ["id", "title", "owner", "created_at", "version", "role"]
+        read_only_fields = ["id", "created_at", "version"]
+
+    def get_role(self, obj) -> str | None:
+        """The requesting user's role in this checklist."""
+        return getattr(obj, "my_role", None)
+
+
+class ChecklistDetailSerializer(ChecklistSerializer):
+    items = ItemSerializer(many=True, read_only=True)
+    tpos = serializers.IntegerField(
+        read_only=True,
+        help_text="Latest topic position of checklist:<id> this state reflects; subscribe since it.",
+    )
+
+    class Meta(ChecklistSerializer.Meta):
+        fields = ChecklistSerializer.Meta.fields + ["items", "tpos"]
+
+
+class MembershipSerializer(RejectUnknownFields, serializers.ModelSerializer):
+    username = StrictCharField(source="user.username", max_length=150)
+    user_id = serializers.IntegerField(read_only=True)
+    role = serializers.ChoiceField(choices=[Membership.EDITOR, Membership.VIEWER], default=Membership.EDITOR)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "username", "user_id", "role", "version"]
+        read_only_fields = ["id", "version"]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["role"] = instance.role  # the owner's role is shown though it cannot be granted
+        return data
+
+    def validate_username(self, value: str):
+        user = get_user_model().objects.filter(username=value).first()
+        if user is None:
+            raise serializers.ValidationError("No such user.")
+        return value
+
+
+class MembershipUpdateSerializer(MembershipSerializer):
+    username = serializers.CharField(source="user.username", read_only=True)
+    role = serializers.ChoiceField(choices=[Membership.EDITOR, Membership.VIEWER])
+
+
+class SyncTokenRequestSerializer(serializers.Serializer):
+    topics = serializers.ListField(
+        child=serializers.CharField(), required=False, max_length=500,
+        help_text="Topics to watch, e.g. checklist:1. Omitted: every checklist you can view.",
+    )
+
+
+class SyncTokenResponseSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    expires_at = serializers.IntegerField(help_text="Unix seconds.")
+    url = serializers.CharField(help_text="The sync server's SockJS URL.")
+    topics = serializers.ListField(child=serializers.CharField())
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()

@@ -1,0 +1,362 @@
+"""The REST API: checklists, their items and members, and sync tokens.
+
+Every request runs in one transaction (AtomicView): a response of 400 or more rolls it
+back, so a refused write leaves no row and no outbox event behind. Permissions come
+from portal/checklists/permissions.py: a non-member gets 404 (the checklist's
+existence is not revealed), a viewer who writes 403, and only the owner renames,
+deletes or shares.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.db.models import Max, OuterRef, Subquery
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+
+from syncserver import tokens
+
+from .. import permissions
+from ..models import Checklist, Item, Membership, checklist_topic
+from . import etags
+from .serializers import (
+    ChecklistDetailSerializer,
+    ChecklistSerializer,
+    ErrorSerializer,
+    ItemSerializer,
+    ItemUpdateSerializer,
+    MembershipSerializer,
+    MembershipUpdateSerializer,
+    SyncTokenRequestSerializer,
+    SyncTokenResponseSerializer,
+)
+
+IF_MATCH = OpenApiParameter(
+    "If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+    description='The ETag (version) you last saw, e.g. "3". If the object changed since, 412 and nothing is written.',
+)
+PRECONDITION_FAILED = OpenApiResponse(ErrorSerializer, description="If-Match did not match the current version.")
+TOPIC_RE = re.compile(r"checklist:([1-9][0-9]{0,18})")
+
+
+class PreconditionFailed(exceptions.APIException):
+    status_code = status.HTTP_412_PRECONDITION_FAILED
+    default_detail = "The object changed since the version in If-Match."
+    default_code = "precondition_failed"
+
+
+class AtomicView(GenericAPIView):
+    """One transaction per request, rolled back on any error response."""
+
+    def dispatch(self, request, *args, **kwargs):
+        with transaction.atomic():
+            response = super().dispatch(request, *args, **kwargs)
+            if response.status_code >= 400:
+                transaction.set_rollback(True)
+        return response
+
+    def handle_exception(self, exc):
+        response = super().handle_exception(exc)
+        version = getattr(exc, "current_version", None)
+        if version is not None:
+            response["ETag"] = etags.etag(version)
+        return response
+
+
+def _require(allowed: bool, message: str) -> None:
+    if not allowed:
+        raise exceptions.PermissionDenied(message)
+
+
+def _check_if_match(request, version: int) -> None:
+    """Compare If-Match with the version of a row the caller has locked."""
+    if not etags.if_match_allows(request.headers.get("If-Match"), version):
+        exc = PreconditionFailed(f"The object changed: its current version is {version}.")
+        exc.current_version = version
+        raise exc
+
+
+def _with_etag(response: Response, version: int) -> Response:
+    response["ETag"] = etags.etag(version)
+    return response
+
+
+def _role_subquery(user):
+    return Subquery(Membership.objects.filter(checklist=OuterRef("pk"), user_id=user.pk).values("role")[:1])
+
+
+def _checklist(request, pk: int, *, lock: bool = False) -> tuple[Checklist, str]:
+    """The checklist and the user's role in it; 404 unless the user is a member."""
+    qs = Checklist.objects.select_related("owner")
+    if lock:
+        qs = qs.select_for_update(of=("self",))
+    checklist = qs.filter(pk=pk).first()
+    role = permissions.role_of(request.user, checklist) if checklist else None
+    if role is None:
+        raise exceptions.NotFound("No such checklist.")
+    checklist.my_role = role
+    return checklist, role
+
+
+def _topic_tpos(topic: str) -> int:
+    with connection.cursor() as cur:
+        cur.execute("SELECT tpos FROM outbox_topic WHERE topic = %s", [topic])
+        row = cur.fetchone()
+    return row[0] if row else 0
+
+
+class ChecklistListView(AtomicView):
+    serializer_class = ChecklistSerializer
+
+    def get_queryset(self):
+        user = self.request.user
+        return (
+            permissions.visible_checklists(user).select_related("owner").annotate(my_role=_role_subquery(user))
+        )
+
+    @extend_schema(operation_id="checklists_list", responses=ChecklistSerializer(many=True))
+    def get(self, request):
+        """Checklists you are a member of."""
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(responses={201: ChecklistSerializer})
+    def post(self, request):
+        """Create a checklist; you become its owner."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        checklist = Checklist.objects.create(title=serializer.validated_data["title"], owner=request.user)
+        Membership.objects.create(checklist=checklist, user=request.user, role=Membership.OWNER)
+        checklist.refresh_from_db(fields=["version"])
+        checklist.my_role = Membership.OWNER
+        response = Response(self.get_serializer(checklist).data, status=status.HTTP_201_CREATED,
+                            headers={"Location": f"/api/checklists/{checklist.pk}/"})
+        return _with_etag(response, checklist.version)
+
+
+class ChecklistDetailView(AtomicView):
+    serializer_class = ChecklistSerializer
+
+    @extend_schema(responses=ChecklistDetailSerializer)
+    def get(self, request, pk: int):
+        """The checklist with its items, and the topic position (tpos) that state reflects.
+
+        tpos is read first, then the state, in one transaction. Under READ COMMITTED each
+        statement sees everything committed before it started; every event numbered up to
+        tpos was committed before tpos was read, so the state read afterwards includes it.
+        The state may also include newer changes whose events (tpos greater) the client
+        then receives and applies idempotently by version. Nothing is missed.
+        """
+        tpos = _topic_tpos(checklist_topic(pk))
+        checklist, _ = _checklist(request, pk)
+        checklist.tpos = tpos
+        data = ChecklistDetailSerializer(checklist, context=self.get_serializer_context()).data
+        return _with_etag(Response(data), checklist.version)
+
+    @extend_schema(parameters=[IF_MATCH], responses={200: ChecklistSerializer, 412: PRECONDITION_FAILED})
+    def patch(self, request, pk: int):
+        """Rename (owner only)."""
+        return self._update(request, pk, partial=True)
+
+    @extend_schema(parameters=[IF_MATCH], responses={200: ChecklistSerializer, 412: PRECONDITION_FAILED})
+    def put(self, request, pk: int):
+        """Rename (owner only)."""
+        return self._update(request, pk, partial=False)
+
+    def _update(self, request, pk: int, *, partial: bool) -> Response:
+        checklist, role = _checklist(request, pk, lock=True)
+        _require(permissions.can_manage(request.user, checklist), "Only the owner can rename a checklist.")
+        serializer = self.get_serializer(checklist, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        _check_if_match(request, checklist.version)
+        serializer.save()
+        checklist.refresh_from_db(fields=["version"])
+        return _with_etag(Response(self.get_serializer(checklist).data), checklist.version)
+
+    @extend_schema(parameters=[IF_MATCH], responses={204: None, 412: PRECONDITION_FAILED})
+    def delete(self, request, pk: int):
+        """Delete the checklist with its items and memberships (owner only)."""
+        checklist, _ = _checklist(request, pk, lock=True)
+        _require(permissions.can_manage(request.user, checklist), "Only the owner can delete a checklist.")
+        _check_if_match(request, checklist.version)
+        checklist.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ItemListView(AtomicView):
+    serializer_class = ItemSerializer
+
+    def get_queryset(self):
+        return Item.objects.filter(checklist_id=self.kwargs["pk"])
+
+    @extend_schema(operation_id="checklists_items_list", responses=ItemSerializer(many=True))
+    def get(self, request, pk: int):
+        """The checklist's items, in position order."""
+        _checklist(request, pk)
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(responses={201: ItemSerializer})
+    def post(self, request, pk: int):
+        """Add an item (editors and owner). Without a position it goes last."""
+        checklist, role = _checklist(request, pk)
+        _require(permissions.can_edit(request.user, checklist), "Viewers cannot add items.")
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fields = serializer.validated_data
+        if "position" not in fields:
+            last = Item.objects.filter(checklist=checklist).aggregate(m=Max("position"))["m"]
+            fields["position"] = 0 if last is None else min(last + 1, 2**31 - 1)
+        item = Item.objects.create(checklist=checklist, **fields)
+        item.refresh_from_db(fields=["version"])
+        response = Response(self.get_serializer(item).data, status=status.HTTP_201_CREATED,
+                            headers={"Location": f"/api/items/{item.pk}/"})
+        return _with_etag(response, item.version)
+
+
+class ItemDetailView(AtomicView):
+    serializer_class = ItemUpdateSerializer
+
+    def _item(self, request, pk: int, *, lock: bool = False) -> tuple[Item, str]:
+        qs = Item.objects.select_for_update() if lock else Item.objects
+        item = qs.filter(pk=pk).first()
+        role = permissions.role_of(request.user, item.checklist_id) if item else None
+        if role is None:
+            raise exceptions.NotFound("No such item.")
+        return item, role
+
+    @extend_schema(responses=ItemSerializer)
+    def get(self, request, pk: int):
+        item, _ = self._item(request, pk)
+        return _with_etag(Response(ItemSerializer(item).data), item.version)
+
+    @extend_schema(parameters=[IF_MATCH], responses={200: ItemSerializer, 412: PRECONDITION_FAILED})
+    def patch(self, request, pk: int):
+        """Change text, done, position, or move it (checklist) to another list you can edit."""
+        return self._update(request, pk, partial=True)
+
+    @extend_schema(parameters=[IF_MATCH], responses={200: ItemSerializer, 412: PRECONDITION_FAILED})
+    def put(self, request, pk: int):
+        return self._update(request, pk, partial=False)
+
+    def _update(self, request, pk: int, *, partial: bool) -> Response:
+        item, role = self._item(request, pk, lock=True)
+        _require(role in permissions.WRITE_ROLES, "Viewers cannot change items.")
+        serializer = self.get_serializer(item, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        target = serializer.validated_data.get("checklist_id", item.checklist_id)
+        if target != item.checklist_id and not permissions.can_edit(request.user, target):
+            raise exceptions.ValidationError({"checklist": ["No such checklist that you can edit."]})
+        _check_if_match(request, item.version)
+        serializer.save()
+        item.refresh_from_db(fields=["version"])
+        return _with_etag(Response(ItemSerializer(item).data), item.version)
+
+    @extend_schema(parameters=[IF_MATCH], responses={204: None, 412: PRECONDITION_FAILED})
+    def delete(self, request, pk: int):
+        item, role = self._item(request, pk, lock=True)
+        _require(role in permissions.WRITE_ROLES, "Viewers cannot delete items.")
+        _check_if_match(request, item.version)
+        item.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemberListView(AtomicView):
+    serializer_class = MembershipSerializer
+
+    def get_queryset(self):
+        return Membership.objects.filter(checklist_id=self.kwargs["pk"]).select_related("user")
+
+    @extend_schema(operation_id="checklists_members_list", responses=MembershipSerializer(many=True))
+    def get(self, request, pk: int):
+        """Who can see this checklist, and their roles (any member may look)."""
+        _checklist(request, pk)
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(responses={201: MembershipSerializer})
+    def post(self, request, pk: int):
+        """Share with a user by username, as editor or viewer (owner only)."""
+        # Locking the checklist serializes membership changes of one list.
+        checklist, _ = _checklist(request, pk, lock=True)
+        _require(permissions.can_manage(request.user, checklist), "Only the owner can share a checklist.")
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = get_user_model().objects.get(username=serializer.validated_data["user"]["username"])
+        if Membership.objects.filter(checklist=checklist, user=user).exists():
+            raise exceptions.ValidationError({"username": ["Already a member."]})
+        membership = Membership.objects.create(checklist=checklist, user=user, role=serializer.validated_data["role"])
+        membership.refresh_from_db(fields=["version"])
+        return Response(self.get_serializer(membership).data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailView(AtomicView):
+    serializer_class = MembershipUpdateSerializer
+
+    def _membership(self, request, pk: int, username: str) -> Membership:
+        checklist, _ = _checklist(request, pk, lock=True)
+        _require(permissions.can_manage(request.user, checklist), "Only the owner can manage members.")
+        membership = (
+            Membership.objects.select_for_update(of=("self",)).select_related("user")
+            .filter(checklist=checklist, user__username=username).first()
+        )
+        if membership is None:
+            raise exceptions.NotFound("No such member.")
+        if membership.user_id == checklist.owner_id:
+            raise exceptions.ValidationError({"username": ["The owner's membership cannot change."]})
+        return membership
+
+    @extend_schema(responses=MembershipSerializer)
+    def patch(self, request, pk: int, username: str):
+        """Change a member's role (owner only)."""
+        membership = self._membership(request, pk, username)
+        serializer = self.get_serializer(membership, data=request.data, partial=False)
+        serializer.is_valid(raise_exception=True)
+        serializer.save()
+        membership.refresh_from_db(fields=["version"])
+        return Response(MembershipSerializer(membership).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, pk: int, username: str):
+        """Remove a member (owner only); their live subscriptions end at once."""
+        self._membership(request, pk, username).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SyncTokenView(AtomicView):
+    serializer_class = SyncTokenRequestSerializer
+
+    @extend_schema(
+        request=SyncTokenRequestSerializer,
+        responses={200: SyncTokenResponseSerializer, 403: OpenApiResponse(description="A topic you may not view.")},
+    )
+    def post(self, request):
+        """A short-lived token for the sync server, for topics you may view."""
+        body = request.data
+        if not isinstance(body, dict):
+            raise exceptions.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+        unknown = sorted(str(k) for k in body if k != "topics")
+        if unknown:
+            raise exceptions.ValidationError({k: ["Unknown field."] for k in unknown})
+        topics = body.get("topics")
+        if topics is None:
+            topics = [checklist_topic(pk) for pk in permissions.visible_checklists(request.user).values_list("pk", flat=True)]
+        elif not isinstance(topics, list) or not all(isinstance(t, str) for t in topics) or len(topics) > 500:
+            raise exceptions.ValidationError({"topics": ["Expected a list of at most 500 topic strings."]})
+        for topic in topics:
+            match = TOPIC_RE.fullmatch(topic)
+            if match is None or not permissions.can_view(request.user, int(match.group(1))):
+                raise exceptions.PermissionDenied(f"You may not watch topic {topic!r}.")
+        now = int(time.time())
+        ttl = settings.SYNC_TOKEN_TTL
+        token = tokens.mint(settings.SYNC_TOKEN_SECRET, user_id=request.user.pk, username=request.user.get_username(),
+                            topics=topics, ttl=ttl, now=now)
+        return Response({"token": token, "expires_at": now + ttl, "url": settings.SYNC_PUBLIC_URL,
+                         "topics": sorted(set(topics))})

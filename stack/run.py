@@ -1,0 +1,432 @@
+"""`make run`: the whole stack from one command.
+
+Resolves the database (embedded PostgreSQL under .pgdata unless DATABASE_URL is set),
+migrates, seeds the demo, then runs broker, relay, sync server and portal as children of
+this process, each ready before the next, with their output prefixed by name. Ctrl-C or
+SIGTERM stops them all and exits 0; a child that dies stops them all and exits 1.
+
+`Stack` is the same thing as a class, for tests that need the whole stack as `make run`
+starts it (on other ports, against another database).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+from stack.supervisor import (
+    ServiceFailed, ServiceSpec, Supervisor, duplicate_ports, port_of, taken_ports,
+)
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("broker", "relay", "syncserver", "portal")  # start order; stopped in reverse
+
+# Module each service runs (python -m ...); checked up front so a missing daemon is named.
+MODULES = {
+    "broker": "outbox_relay.broker",
+    "relay": "outbox_relay",
+    "syncserver": "syncserver",
+}
+READY_LINES = {"broker": "broker ready", "relay": "relay started", "syncserver": "syncserver ready"}
+
+
+class StackError(RuntimeError):
+    """The stack cannot start or had to stop; str() is the one-line reason."""
+
+
+class ConfigError(StackError):
+    """A configuration variable has a bad value (exit code 2)."""
+
+
+# ---------------------------------------------------------------- configuration (pure)
+
+@dataclass(frozen=True)
+class Ports:
+    portal: int = 8000
+    sync: int = 8001
+    broker_frontend: int = 5557  # XSUB: publishers (relays) connect here
+    broker_backend: int = 5558   # XPUB: subscribers (sync servers) connect here
+    relay_metrics: int = 9101
+
+    def bound_by(self, services: tuple[str, ...], relays: int = 1) -> list[tuple[str, int]]:
+        """(what, port) for every port the given services bind, for the up-front check."""
+        table = [
+            ("portal", "portal (PORTAL_PORT)", self.portal),
+            ("syncserver", "sync server (SYNC_PORT)", self.sync),
+            ("broker", "broker frontend (OUTBOX_BROKER_FRONTEND)", self.broker_frontend),
+            ("broker", "broker backend (OUTBOX_BROKER_BACKEND)", self.broker_backend),
+            ("relay", "relay metrics (OUTBOX_RELAY_METRICS_PORT)", self.relay_metrics),
+        ]
+        table += [("relay", f"relay-{i + 1} metrics", self.relay_metrics + i) for i in range(1, relays)]
+        return [(what, port) for service, what, port in table if service in services]
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{name}={value} is out of range [1, 65535]")
+    return value
+
+
+def _address_port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.isdigit():
+        return _port({name: raw}, name, default)
+    try:
+        return port_of(raw)[1]
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an address like tcp://127.0.0.1:5557") from None
+
+
+def ports_from_env(env: Mapping[str, str]) -> Ports:
+    """The stack's ports from PORTAL_PORT, SYNC_PORT, OUTBOX_BROKER_FRONTEND/BACKEND
+    (tcp://host:port or a bare port) and OUTBOX_RELAY_METRICS_PORT."""
+    d = Ports()
+    return Ports(
+        portal=_port(env, "PORTAL_PORT", d.portal),
+        sync=_port(env, "SYNC_PORT", d.sync),
+        broker_frontend=_address_port(env, "OUTBOX_BROKER_FRONTEND", d.broker_frontend),
+        broker_backend=_address_port(env, "OUTBOX_BROKER_BACKEND", d.broker_backend),
+        relay_metrics=_port(env, "OUTBOX_RELAY_METRICS_PORT", d.relay_metrics),
+    )
+
+
+def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,
+                  services: tuple[str, ...] = SERVICES, relays: int = 1,
+                  python: str = sys.executable) -> list[ServiceSpec]:
+    """What to run for each service, in start order. Values the user set in env win over
+    the ones derived from the ports (e.g. SYNC_PUBLIC_URL behind a proxy)."""
+    frontend = f"tcp://127.0.0.1:{ports.broker_frontend}"
+    backend = f"tcp://127.0.0.1:{ports.broker_backend}"
+    portal_origins = f"http://127.0.0.1:{ports.portal},http://localhost:{ports.portal}"
+
+    def derived(**values: str) -> dict[str, str]:
+        # A bare port in the environment (OUTBOX_BROKER_FRONTEND=6557) picks the port;
+        # a full address (tcp://0.0.0.0:6557) is passed on as the user wrote it.
+        chosen = {k: env[k] if "://" in env.get(k, "") else v for k, v in values.items()}
+        return {"DATABASE_URL": database_url, **{k: v for k, v in chosen.items()}}
+
+    specs: list[ServiceSpec] = []
+    if "broker" in services:
+        specs.append(ServiceSpec(
+            "broker", [python, "-m", MODULES["broker"]],
+            derived(OUTBOX_BROKER_FRONTEND=frontend, OUTBOX_BROKER_BACKEND=backend),
+            ready_line=READY_LINES["broker"],
+        ))
+    if "relay" in services:
+        for i in range(relays):
+            specs.append(ServiceSpec(
+                "relay" if i == 0 else f"relay-{i + 1}", [python, "-m", MODULES["relay"]],
+                {**derived(OUTBOX_RELAY_BROKER_URL=frontend),
+                 "OUTBOX_RELAY_METRICS_PORT": str(ports.relay_metrics + i)},
+                ready_line=READY_LINES["relay"],
+            ))
+    if "syncserver" in services:
+        specs.append(ServiceSpec(
+            "syncserver", [python, "-m", MODULES["syncserver"]],
+            {**derived(SYNC_BROKER_URL=backend, SYNC_ALLOWED_ORIGINS=portal_origins),
+             "SYNC_HOST": "127.0.0.1", "SYNC_PORT": str(ports.sync)},
+            ready_line=READY_LINES["syncserver"], ready_port=ports.sync,
+        ))
+    if "portal" in services:
+        # runserver, not gunicorn: one process to supervise, DEBUG error pages, and static
+        # files served straight from the sources (no collectstatic step, edits show at
+        # once). compose.yaml runs gunicorn + whitenoise for deployment.
+        specs.append(ServiceSpec(
+            "portal",
+            [python, str(ROOT / "manage.py"), "runserver", "--noreload", f"127.0.0.1:{ports.portal}"],
+            derived(SYNC_PUBLIC_URL=f"http://127.0.0.1:{ports.sync}/sync"),
+            ready_port=ports.portal,
+        ))
+    return specs
+
+
+def missing_modules(services: tuple[str, ...]) -> list[str]:
+    """The services whose daemon module does not exist (not written, not installed)."""
+    missing = []
+    for name in services:
+        module = MODULES.get(name)
+        if module is None:
+            continue
+        target = module if "." in module else module + ".__main__"
+        try:
+            found = importlib.util.find_spec(target) is not None
+        except ImportError:
+            found = False
+        if not found:
+            missing.append(f"{name} (python -m {module}: no module {target})")
+    return missing
+
+
+def seed_command_exists() -> bool:
+    return any(ROOT.glob("portal/**/management/commands/seed_demo.py"))
+
+
+def parse_demo_users(lines: list[str]) -> list[tuple[str, str]]:
+    """(username, password) pairs from seed_demo's output, which lists them as indented
+    `username / password` lines.
+
+    >>> parse_demo_users(["Demo data ready.", "  alice / alice-demo", "  bob / bob-demo"])
+    [('alice', 'alice-demo'), ('bob', 'bob-demo')]
+    """
+    users = []
+    for line in lines:
+        match = re.fullmatch(r"\s+(\S+) / (\S+)\s*", line)
+        if match:
+            users.append((match[1], match[2]))
+    return users
+
+
+def banner(portal_url: str, users: list[tuple[str, str]], *, sync_url: str, database: str,
+           metrics_url: str) -> str:
+    """The block printed once everything is ready."""
+    width = 72
+    lines = ["=" * width, f"  Cloud Checklist is running:  {portal_url}", ""]
+    if users:
+        lines.append("  Demo users (username / password):")
+        lines += [f"    {name} / {password}" for name, password in users]
+    else:
+        lines.append("  No demo users (seed_demo not available): create one with")
+        lines.append("    .venv/bin/python manage.py createsuperuser")
+    lines += [
+        "",
+        f"  Sync server:   {sync_url}",
+        f"  Relay metrics: {metrics_url}",
+        f"  Database:      {database}",
+        "  Ctrl-C stops everything; PostgreSQL keeps running (make stop-db).",
+        "=" * width,
+    ]
+    return "\n".join(lines)
+
+
+def redact(url: str) -> str:
+    """The database URL without its password, for messages and the banner.
+
+    >>> redact("postgresql://app:s3cret@db:5432/checklist")
+    'postgresql://app:***@db:5432/checklist'
+    """
+    parts = urlsplit(url)
+    if parts.scheme and parts.password:
+        return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+    return re.sub(r"password=\S+", "password=***", url)
+
+
+# ---------------------------------------------------------------- the stack
+
+def resolve_database(env: Mapping[str, str]) -> str:
+    """DATABASE_URL from env, else the embedded server; StackError when it does not answer."""
+    import psycopg
+
+    url = env.get("DATABASE_URL", "").strip()
+    if not url:
+        from stack import database
+
+        # pgserver logs its whole server log on failure; our one line names the file instead.
+        logging.getLogger("pgserver").setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        try:
+            url = database.embedded_url()
+        except Exception as exc:  # noqa: BLE001 - pgserver raises many kinds; all are fatal here
+            raise StackError(
+                f"embedded PostgreSQL could not start ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"see {database.EMBEDDED_PGDATA / 'log'}"
+            ) from exc
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StackError(f"PostgreSQL is not reachable at {redact(url)}: {first}") from exc
+    return url
+
+
+class Stack:
+    """The whole stack as `make run` runs it.
+
+        stack = Stack(env={"PORTAL_PORT": "18000", "DATABASE_URL": url})
+        stack.start()          # checks, migrate, seed, every service ready; StackError if not
+        stack.kill("relay")    # fault injection; restart("relay") brings it back
+        stack.stop()
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None, *, services: tuple[str, ...] = SERVICES,
+                 relays: int = 1, seed: bool = True, out: TextIO | None = None, color: bool = False):
+        self.env = dict(os.environ if env is None else {**os.environ, **env})
+        unknown = [s for s in services if s not in SERVICES]
+        if unknown:
+            raise ConfigError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}")
+        if relays < 1:
+            raise ConfigError("relays must be at least 1")
+        self.services = tuple(s for s in SERVICES if s in services)
+        self.relays = relays
+        self.seed = seed
+        self.ports = ports_from_env(self.env)
+        self.out = out if out is not None else sys.stdout
+        self.color = color
+        self.database_url = ""
+        self.users: list[tuple[str, str]] = []
+        self.supervisor: Supervisor | None = None
+        self._stop_requested = threading.Event()
+
+    @property
+    def portal_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.portal}/"
+
+    @property
+    def sync_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.sync}/sync"
+
+    def check(self) -> None:
+        """The up-front checks: ports free, daemons present. StackError naming the problem."""
+        wanted = self.ports.bound_by(self.services, self.relays)
+        dups = duplicate_ports(wanted)
+        if dups:
+            first, second, port = dups[0]
+            raise ConfigError(f"{first} and {second} are both set to port {port}")
+        taken = taken_ports(wanted)
+        if taken:
+            listed = ", ".join(f"{port} ({what})" for what, port in taken)
+            raise StackError(f"port already in use: {listed}; stop what uses it or choose another port")
+        missing = missing_modules(self.services)
+        if missing:
+            raise StackError(f"cannot start {'; '.join(missing)}")
+
+    def start(self) -> None:
+        """Checks, database, migrate, seed, then every service; StackError on any failure
+        (nothing is left running then)."""
+        self.check()
+        self.database_url = resolve_database(self.env)
+        specs = service_specs(self.ports, self.database_url, self.env, services=self.services, relays=self.relays)
+        self.supervisor = Supervisor(specs, out=self.out, color=self.color, base_env=self.env)
+        if self._stop_requested.is_set():
+            self.supervisor.stopping.set()
+        manage = [sys.executable, str(ROOT / "manage.py")]
+        db_env = {"DATABASE_URL": self.database_url}
+        try:
+            self.supervisor.run_once(ServiceSpec("migrate", [*manage, "migrate", "--noinput"], db_env))
+            if self.seed:
+                if seed_command_exists():
+                    seeded = self.supervisor.run_once(ServiceSpec("seed", [*manage, "seed_demo"], db_env))
+                    self.users = parse_demo_users(seeded)
+                else:
+                    self.supervisor.say("manage.py seed_demo does not exist yet: no demo data")
+            self.supervisor.start()
+        except ServiceFailed as exc:
+            self.supervisor.stop()
+            raise StackError(str(exc)) from exc
+
+    def banner(self) -> str:
+        return banner(
+            self.portal_url, self.users, sync_url=self.sync_url,
+            database=redact(self.database_url),
+            metrics_url=f"http://127.0.0.1:{self.ports.relay_metrics}/metrics",
+        )
+
+    def wait(self) -> str | None:
+        """Block until stop is requested (None) or a service dies (the one-line reason)."""
+        assert self.supervisor is not None
+        return self.supervisor.watch()
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler: wait() returns and a start in progress gives up."""
+        self._stop_requested.set()
+        if self.supervisor is not None:
+            self.supervisor.stopping.set()
+
+    def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        assert self.supervisor is not None
+        self.supervisor.kill(name, sig)
+
+    def restart(self, name: str) -> None:
+        assert self.supervisor is not None
+        try:
+            self.supervisor.restart(name)
+        except ServiceFailed as exc:
+            raise StackError(str(exc)) from exc
+
+    def pids(self) -> dict[str, int]:
+        return self.supervisor.pids() if self.supervisor else {}
+
+
+# ---------------------------------------------------------------- entry point
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--services", default=",".join(SERVICES),
+                        help=f"comma-separated subset of {','.join(SERVICES)} (default: all)")
+    parser.add_argument("--relays", type=int, default=1, help="relay processes: 1 leader + N-1 standbys")
+    parser.add_argument("--no-seed", action="store_true", help="do not run manage.py seed_demo")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="stack: %(message)s", stream=sys.stderr)
+
+    try:
+        stack = Stack(services=tuple(s.strip() for s in args.services.split(",") if s.strip()),
+                      relays=args.relays, seed=not args.no_seed, color=sys.stdout.isatty())
+    except ConfigError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 2
+
+    signals_seen = 0
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            stack.request_stop()
+        elif stack.supervisor is not None:
+            # A second Ctrl-C: the user does not want to wait for graceful shutdown.
+            for child in stack.supervisor.children.values():
+                child.signal(signal.SIGKILL)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    try:
+        stack.start()
+    except ConfigError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 2
+    except StackError as exc:
+        if signals_seen:
+            return 0  # stopped by the user while starting: not a failure
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
+
+    stack.supervisor.write_block(stack.banner())
+    reason = stack.wait()
+    if reason:
+        stack.supervisor.say(f"stopping everything: {reason}")
+    stack.stop()
+    if reason:
+        print(f"make run: {reason}", file=sys.stderr)
+        return 1
+    stack.supervisor.say("all services stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Assembly: the Tornado application (SockJS at /sync, /healthz, /metrics) and the
+server's background work (event stream, broker health, client heartbeats), started and
+stopped as one unit."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Awaitable, Callable, Protocol
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+import zmq
+import zmq.asyncio
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from tornado.ioloop import PeriodicCallback
+
+from syncserver import protocol
+from syncserver.catchup import OutboxCatchUp
+from syncserver.config import Config
+from syncserver.connection import SyncConnection
+from syncserver.hub import HEARTBEAT_TOPIC, CatchUp, Hub, Prepared
+from syncserver.origins import OriginPolicy
+from syncserver.sockjs_patches import PatchedRouter
+
+log = logging.getLogger(__name__)
+
+SOCKJS_PREFIX = "/sync"
+BROKER_STALE_AFTER = 3.0
+
+
+class EventSource(Protocol):
+    """What feeds the hub: outbox_relay.subscriber.Subscriber, or a test double."""
+    delivered_pos: int
+
+    async def run(self, on_event: Callable[..., Awaitable[None] | None]) -> None: ...
+
+
+class SyncServer:
+    def __init__(self, config: Config, *, source: EventSource | None = None, catchup: CatchUp | None = None):
+        self.config = config
+        self.catchup = catchup if catchup is not None else OutboxCatchUp(config.database_url)
+        if source is None:
+            from outbox_relay.subscriber import Subscriber
+
+            source = Subscriber(broker_url=config.broker_url, dsn=config.database_url)
+        self.source = source
+        self.hub = Hub(self.catchup, recent_events=config.recent_events,
+                       max_recover_events=config.max_recover_events, max_subscriptions=config.max_subscriptions)
+        self.origin_policy = OriginPolicy(config.allowed_origins)
+        self.closing = False
+        self.broker_heard: float | None = None  # monotonic time of the last broker heartbeat
+        self.broker_pos: int | None = None
+        self.port: int | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._http: tornado.httpserver.HTTPServer | None = None
+        self._heartbeat: PeriodicCallback | None = None
+        self.router: PatchedRouter | None = None
+
+    def make_app(self) -> tornado.web.Application:
+        settings = {
+            "disabled_transports": list(self.config.disabled_transports),
+            "jsessionid": False,   # no sticky cookie: a proxy routes by the server-id path segment
+            "verify_ip": True,
+            "websocket_allow_origin": [],  # unused: check_origin is ours
+            "heartbeat_delay": 25,
+        }
+        self.router = PatchedRouter(SyncConnection, SOCKJS_PREFIX, settings, self.origin_policy, context=self)
+        routes = [
+            (r"/healthz", HealthHandler, {"server": self}),
+            (r"/metrics", MetricsHandler),
+            *self.router.urls,
+        ]
+        return tornado.web.Application(
+            routes,
+            websocket_max_message_size=self.ws_frame_limit,
+            websocket_ping_interval=None,
+        )
+
+    @property
+    def ws_frame_limit(self) -> int:
+        # Above our message limit, so an oversized message gets a too_large error and the
+        # connection survives; far larger frames are cut off by Tornado itself.
+        return max(1024 * 1024, 8 * self.config.max_message_bytes)
+
+    async def start(self) -> int:
+        """Start everything; returns the bound port (config.port may be 0)."""
+        if hasattr(self.catchup, "open"):
+            await self.catchup.open()
+        app = self.make_app()
+        self._http = tornado.httpserver.HTTPServer(app, max_body_size=self.ws_frame_limit, xheaders=False)
+        sockets = tornado.netutil.bind_sockets(self.config.port, self.config.host)
+        self._http.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+        self._tasks = [
+            asyncio.create_task(self._run_source(), name="sync-event-source"),
+            asyncio.create_task(self._watch_broker(), name="sync-broker-heartbeats"),
+        ]
+        self._heartbeat = PeriodicCallback(self._send_heartbeat, self.config.heartbeat_interval * 1000)
+        self._heartbeat.start()
+        return self.port
+
+    async def _run_source(self) -> None:
+        await self.source.run(self.hub.on_event)
+
+    async def _watch_broker(self) -> None:
+        """Listen to the relay's heartbeats: /healthz reports whether the broker stream is alive."""
+        sock = zmq.asyncio.Context.instance().socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC.encode())
+        sock.connect(self.config.broker_url)
+        try:
+            while True:
+                frames = await sock.recv_multipart()
+                if len(frames) == 2:
+                    self.broker_heard = time.monotonic()
+                    try:
+                        self.broker_pos = int(json.loads(frames[1])["pos"])
+                    except (ValueError, KeyError, TypeError):
+                        pass
+        finally:
+            sock.close(0)
+
+    def _send_heartbeat(self) -> None:
+        self.hub.broadcast(Prepared(protocol.heartbeat(self.source.delivered_pos)))
+
+    def task_failure(self) -> BaseException | None:
+        """The exception of a background task that died (the process should stop)."""
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                return task.exception()
+        return None
+
+    async def stop(self) -> None:
+        """Close every session cleanly, stop listening, end background work."""
+        self.closing = True
+        if self._http is not None:
+            self._http.stop()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        for sink in list(self.hub.sinks):
+            if sink.session is not None:
+                sink.session.close(3000, "Server shutting down")
+        await asyncio.sleep(0.2)  # let close frames reach clients
+        if self._http is not None:
+            await asyncio.wait_for(self._http.close_all_connections(), 5)
+        if self.router is not None:
+            self.router._sessions_cleanup.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hasattr(self.catchup, "close"):
+            await self.catchup.close()
+
+    async def health(self) -> dict:
+        age = None if self.broker_heard is None else time.monotonic() - self.broker_heard
+        broker = "ok" if age is not None and age < BROKER_STALE_AFTER else ("stale" if age is not None else "unknown")
+        db_ok = await self.catchup.ping() if hasattr(self.catchup, "ping") else True
+        return {
+            "status": "ok" if broker == "ok" and db_ok and not self.closing else "degraded",
+            "broker": {"status": broker, "last_heartbeat_age": None if age is None else round(age, 3),
+                       "pos": self.broker_pos, "delivered_pos": self.source.delivered_pos},
+            "db": {"status": "ok" if db_ok else "down"},
+            "connections": len(self.hub.sinks),
+        }
+
+
+class HealthHandler(tornado.web.RequestHandler):
+    def initialize(self, server: SyncServer) -> None:
+        self.server = server
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.write(json.dumps(await self.server.health()))
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.write(generate_latest(REGISTRY))

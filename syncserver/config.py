@@ -1,0 +1,117 @@
+"""Sync server settings: one frozen dataclass, parsed and validated from SYNC_* variables.
+
+Pure: `from_env` takes the mapping, so tests need no process environment. The entry point
+turns a ConfigError into a one-line message on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from syncserver.origins import normalize_origin
+
+ALL_TRANSPORTS = ("websocket", "xhr", "xhr_streaming", "eventsource", "htmlfile", "jsonp")
+# htmlfile and jsonp execute server text as script in the page's origin: off unless asked for.
+DEFAULT_DISABLED = ("htmlfile", "jsonp")
+DEV_SECRET = "dev-insecure-sync-secret"
+
+
+class ConfigError(ValueError):
+    """A SYNC_* value is missing or invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8001
+    broker_url: str = "tcp://127.0.0.1:5558"
+    token_secret: str = DEV_SECRET
+    allowed_origins: frozenset[str] = frozenset({"http://127.0.0.1:8000", "http://localhost:8000"})
+    disabled_transports: tuple[str, ...] = DEFAULT_DISABLED
+    max_message_bytes: int = 16 * 1024
+    max_subscriptions: int = 100
+    recent_events: int = 256
+    max_recover_events: int = 5000
+    heartbeat_interval: float = 1.0
+    database_url: str = ""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range [{low}, {high}]")
+    return value
+
+
+def _list(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def from_env(env: Mapping[str, str]) -> Config:
+    """Build and validate the configuration; raises ConfigError naming the bad variable."""
+    d = Config()
+    host = env.get("SYNC_HOST", "").strip() or d.host
+    port = _int(env, "SYNC_PORT", d.port, 0, 65535)
+
+    broker_url = env.get("SYNC_BROKER_URL", "").strip() or d.broker_url
+    if urlsplit(broker_url).scheme not in ("tcp", "ipc", "inproc"):
+        raise ConfigError(f"SYNC_BROKER_URL={broker_url!r} must be a ZeroMQ endpoint like tcp://host:port")
+
+    secret = env.get("SYNC_TOKEN_SECRET", d.token_secret)
+    if not secret:
+        raise ConfigError("SYNC_TOKEN_SECRET must not be empty")
+
+    origins_raw = env.get("SYNC_ALLOWED_ORIGINS")
+    if origins_raw is None:
+        origins = d.allowed_origins
+    else:
+        try:
+            origins = frozenset(normalize_origin(o, strict=True) for o in _list(origins_raw))
+        except ValueError as exc:
+            raise ConfigError(f"SYNC_ALLOWED_ORIGINS: {exc}") from None
+        if not origins:
+            raise ConfigError("SYNC_ALLOWED_ORIGINS must list at least one origin")
+
+    enabled_raw, disabled_raw = env.get("SYNC_TRANSPORTS"), env.get("SYNC_DISABLED_TRANSPORTS")
+    if enabled_raw is not None and disabled_raw is not None:
+        raise ConfigError("set SYNC_TRANSPORTS or SYNC_DISABLED_TRANSPORTS, not both")
+    if enabled_raw is not None:
+        names = _list(enabled_raw)
+        _check_transports("SYNC_TRANSPORTS", names)
+        if not names:
+            raise ConfigError("SYNC_TRANSPORTS must enable at least one transport")
+        disabled = tuple(t for t in ALL_TRANSPORTS if t not in names)
+    elif disabled_raw is not None:
+        names = _list(disabled_raw)
+        _check_transports("SYNC_DISABLED_TRANSPORTS", names)
+        disabled = tuple(t for t in ALL_TRANSPORTS if t in names)
+        if len(disabled) == len(ALL_TRANSPORTS):
+            raise ConfigError("SYNC_DISABLED_TRANSPORTS disables every transport")
+    else:
+        disabled = d.disabled_transports
+
+    # Empty means "ask stack.database" (the embedded server), resolved by the entry point.
+    database_url = env.get("DATABASE_URL", "").strip()
+
+    return Config(
+        host=host, port=port, broker_url=broker_url, token_secret=secret, allowed_origins=origins,
+        disabled_transports=disabled,
+        max_message_bytes=_int(env, "SYNC_MAX_MESSAGE_BYTES", d.max_message_bytes, 256, 16 * 1024 * 1024),
+        max_subscriptions=_int(env, "SYNC_MAX_SUBSCRIPTIONS", d.max_subscriptions, 1, 100_000),
+        recent_events=_int(env, "SYNC_RECENT_EVENTS", d.recent_events, 0, 1_000_000),
+        max_recover_events=_int(env, "SYNC_MAX_RECOVER_EVENTS", d.max_recover_events, 1, 1_000_000),
+        database_url=database_url,
+    )
+
+
+def _check_transports(var: str, names: list[str]) -> None:
+    unknown = [n for n in names if n not in ALL_TRANSPORTS]
+    if unknown:
+        raise ConfigError(f"{var}: unknown transport(s) {', '.join(unknown)}; known: {', '.join(ALL_TRANSPORTS)}")

@@ -1,0 +1,115 @@
+"""One browser connection (any SockJS transport): a thin adapter from SockJS callbacks
+to the protocol parser, the token check and the hub."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from sockjs.tornado import SockJSConnection
+
+from syncserver import metrics, protocol, tokens
+from syncserver.hub import Prepared
+from syncserver.protocol import ProtocolError
+from syncserver.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+RATE_PER_SECOND = 50
+RATE_BURST = 200
+
+
+class SyncConnection(SockJSConnection):
+    def __init__(self, session):
+        super().__init__(session)
+        self.ctx = session.server.context
+        self.claims: tokens.Claims | None = None
+        self.user_id: int | None = None
+        self.transport = "unknown"
+        self.bucket = TokenBucket(RATE_PER_SECOND, RATE_BURST)
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- SockJS callbacks ---------------------------------------------------------------
+
+    def on_open(self, info) -> None:
+        self.transport = getattr(self.session, "transport_name", "unknown")
+        metrics.CONNECTIONS.labels(self.transport).inc()
+        self.ctx.hub.add_sink(self)
+        if self.ctx.closing:
+            self.close()
+
+    def on_message(self, message) -> None:
+        try:
+            if not self.bucket.take():
+                raise ProtocolError(protocol.RATE_LIMITED, "too many messages; slow down")
+            msg = protocol.parse(message, self.ctx.config.max_message_bytes)
+            if isinstance(msg, protocol.Auth):
+                self._auth(msg)
+            elif isinstance(msg, protocol.Subscribe):
+                self._subscribe(msg)
+            elif isinstance(msg, protocol.Unsubscribe):
+                if not self.ctx.hub.unsubscribe(self, msg.topic):
+                    raise ProtocolError(protocol.NOT_SUBSCRIBED, "not subscribed to that topic", "unsubscribe")
+            else:
+                self.send_text(protocol.pong(msg.id))
+        except ProtocolError as exc:
+            metrics.PROTOCOL_ERRORS.labels(exc.code).inc()
+            self.send_text(protocol.error(exc.code, exc.message, exc.ref))
+
+    def on_close(self) -> None:
+        metrics.CONNECTIONS.labels(self.transport).dec()
+        self.ctx.hub.remove_sink(self)
+        for task in self._tasks:
+            task.cancel()
+
+    # -- messages -------------------------------------------------------------------------
+
+    def _auth(self, msg: protocol.Auth) -> None:
+        try:
+            claims = tokens.verify(self.ctx.config.token_secret, msg.token)
+        except tokens.TokenError as exc:
+            code = protocol.TOKEN_EXPIRED if "expired" in str(exc) else protocol.BAD_TOKEN
+            raise ProtocolError(code, str(exc), "auth") from None
+        if self.claims is not None and claims.user_id != self.claims.user_id:
+            # A refreshed token must be the same user's: anyone who learns a SockJS
+            # session id must not be able to swap the identity behind it.
+            raise ProtocolError(protocol.BAD_TOKEN, "token is for another user than this connection's", "auth")
+        self.claims, self.user_id = claims, claims.user_id
+        self.send_text(protocol.authed(claims.username))
+
+    def _subscribe(self, msg: protocol.Subscribe) -> None:
+        claims = self.claims
+        if claims is None:
+            raise ProtocolError(protocol.UNAUTHENTICATED, "send auth first", "subscribe")
+        if claims.expires_at <= time.time():
+            raise ProtocolError(protocol.TOKEN_EXPIRED, "token expired; reconnect with a fresh one", "subscribe")
+        if not claims.allows(msg.topic):
+            raise ProtocolError(protocol.FORBIDDEN_TOPIC, f"token does not grant {msg.topic}", "subscribe")
+        hub = self.ctx.hub
+        if not hub.is_subscribed(self, msg.topic) and hub.subscription_count(self) >= self.ctx.config.max_subscriptions:
+            raise ProtocolError(protocol.TOO_MANY_SUBSCRIPTIONS,
+                                f"at most {self.ctx.config.max_subscriptions} subscriptions per connection", "subscribe")
+        task = asyncio.ensure_future(hub.subscribe(self, msg.topic, msg.since))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("subscribe failed", exc_info=task.exception())
+
+    # -- sending --------------------------------------------------------------------------
+
+    def send_text(self, text: str) -> None:
+        self.send_prepared(Prepared(text))
+
+    def send_prepared(self, message: Prepared) -> None:
+        session = self.session
+        if session is None or session.is_closed:
+            return
+        if session.send_expects_json:
+            # The JSON string literal is computed once per message and shared by every
+            # subscriber (sockjs-tornado's broadcast does the same).
+            session.send_jsonified(message.jsonified, False)
+        elif session.handler is not None:
+            session.send_message(message.text)

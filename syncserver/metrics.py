@@ -1,0 +1,16 @@
+"""Prometheus metrics of the sync server (served at /metrics by the Tornado app)."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONNECTIONS = Gauge("sync_connections", "Open SockJS connections", ["transport"])
+SUBSCRIPTIONS = Gauge("sync_subscriptions", "Active topic subscriptions (live or catching up)")
+EVENTS_DELIVERED = Counter("sync_events_delivered_total", "Events sent to clients (one per client per event)", ["kind"])
+RESUMES = Counter("sync_resumes_total", "Subscribe outcomes", ["outcome"])
+REVOCATIONS = Counter("sync_revocations_total", "Subscriptions ended by a membership removal")
+PROTOCOL_ERRORS = Counter("sync_protocol_errors_total", "Error messages sent to clients", ["code"])
+COMMIT_TO_PUSH = Histogram(
+    "sync_commit_to_push_seconds", "From the event's committed_at to its push to subscribers",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BROKER_EVENTS = Counter("sync_broker_events_total", "Events received from the subscriber stream")

@@ -1,0 +1,153 @@
+"""The browser protocol (pure): parse and validate client messages, encode server messages.
+
+Client -> server: auth, subscribe, unsubscribe, ping. Server -> client: authed, subscribed,
+recovered, resync, events, revoked, heartbeat, pong, error. Event lists are spliced from
+the envelopes' exact bytes (Event.raw) rather than re-encoded: the relay's JSON is already
+what the browser needs, and re-encoding per message would cost more than the rest of the
+fan-out.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Union
+
+MAX_TOPIC_LENGTH = 200
+
+# Error codes (the README documents each).
+BAD_JSON = "bad_json"
+BAD_MESSAGE = "bad_message"
+TOO_LARGE = "too_large"
+UNAUTHENTICATED = "unauthenticated"
+BAD_TOKEN = "bad_token"
+TOKEN_EXPIRED = "token_expired"
+FORBIDDEN_TOPIC = "forbidden_topic"
+TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+NOT_SUBSCRIBED = "not_subscribed"
+RATE_LIMITED = "rate_limited"
+
+
+class ProtocolError(ValueError):
+    def __init__(self, code: str, message: str, ref: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+@dataclass(frozen=True)
+class Auth:
+    token: str
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    topic: str
+    since: int
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    topic: str
+
+
+@dataclass(frozen=True)
+class Ping:
+    id: Any
+
+
+ClientMessage = Union[Auth, Subscribe, Unsubscribe, Ping]
+
+
+def parse(message: object, max_bytes: int) -> ClientMessage:
+    """One client message (the text of one SockJS message) -> a typed message, or ProtocolError."""
+    if isinstance(message, bytes):
+        if len(message) > max_bytes:
+            raise ProtocolError(TOO_LARGE, f"message exceeds {max_bytes} bytes")
+        try:
+            message = message.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(BAD_JSON, "message is not valid UTF-8") from None
+    if not isinstance(message, str):
+        # SockJS framing lets a client send any JSON value as "a message"; ours are strings.
+        raise ProtocolError(BAD_MESSAGE, "a message must be a JSON text string")
+    # Byte length, not characters: the limit bounds memory and parse time.
+    if len(message) > max_bytes or len(message.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise ProtocolError(TOO_LARGE, f"message exceeds {max_bytes} bytes")
+    try:
+        doc = json.loads(message)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(BAD_JSON, f"invalid JSON: {exc.msg}") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError(BAD_MESSAGE, "a message must be a JSON object")
+    kind = doc.get("type")
+    ref = kind if isinstance(kind, str) and len(kind) <= 32 else None
+    if kind == "auth":
+        token = doc.get("token")
+        if not isinstance(token, str) or not token:
+            raise ProtocolError(BAD_MESSAGE, "auth needs a string token", ref)
+        return Auth(token)
+    if kind == "subscribe":
+        topic = _topic(doc, ref)
+        since = doc.get("since")
+        if type(since) is not int or since < 0:
+            raise ProtocolError(BAD_MESSAGE, "subscribe needs an integer since >= 0", ref)
+        return Subscribe(topic, since)
+    if kind == "unsubscribe":
+        return Unsubscribe(_topic(doc, ref))
+    if kind == "ping":
+        return Ping(doc.get("id"))
+    raise ProtocolError(BAD_MESSAGE, "unknown message type", ref)
+
+
+def _topic(doc: dict, ref: str | None) -> str:
+    topic = doc.get("topic")
+    if not isinstance(topic, str) or not topic or len(topic) > MAX_TOPIC_LENGTH:
+        raise ProtocolError(BAD_MESSAGE, f"topic must be a non-empty string of at most {MAX_TOPIC_LENGTH} characters", ref)
+    return topic
+
+
+def _dumps(doc: dict) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def authed(user: str) -> str:
+    return _dumps({"type": "authed", "user": user})
+
+
+def subscribed(topic: str, tpos: int) -> str:
+    return _dumps({"type": "subscribed", "topic": topic, "tpos": tpos})
+
+
+def resync(topic: str, tpos: int) -> str:
+    return _dumps({"type": "resync", "topic": topic, "tpos": tpos})
+
+
+def revoked(topic: str) -> str:
+    return _dumps({"type": "revoked", "topic": topic})
+
+
+def heartbeat(pos: int) -> str:
+    return _dumps({"type": "heartbeat", "pos": pos})
+
+
+def pong(id: Any) -> str:
+    return _dumps({"type": "pong", "id": id})
+
+
+def error(code: str, message: str, ref: str | None = None) -> str:
+    return _dumps({"type": "error", "code": code, "message": message, "ref": ref})
+
+
+def _with_events(kind: str, topic: str, raws: Iterable[bytes]) -> str:
+    body = b",".join(raws).decode("utf-8")
+    return f'{{"type":"{kind}","topic":{json.dumps(topic, ensure_ascii=False)},"events":[{body}]}}'
+
+
+def events(topic: str, raws: Iterable[bytes]) -> str:
+    """The live `events` message for one transaction's envelopes on a topic."""
+    return _with_events("events", topic, raws)
+
+
+def recovered(topic: str, raws: Iterable[bytes]) -> str:
+    return _with_events("recovered", topic, raws)

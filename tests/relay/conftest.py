@@ -1,0 +1,131 @@
+"""Helpers for the relay suite: broker/relay processes on free ports, writers, and a
+subscriber running in its own thread that records what it delivers."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+from tests.support.processes import free_port, python_module
+
+FAST = {  # quick timers keep the suite short; the defaults are tested in test_units
+    "OUTBOX_RELAY_POLL_INTERVAL": "0.5",
+    "OUTBOX_RELAY_HEARTBEAT_INTERVAL": "0.3",
+    "OUTBOX_RELAY_LOCK_RETRY": "0.2",
+    "OUTBOX_RELAY_METRICS_PORT": "0",
+    "OUTBOX_RELAY_CONNECT_DELAY": "0.2",
+}
+
+
+@dataclass
+class Stack:
+    db_url: str
+    frontend: str
+    backend: str
+    daemons: object
+
+    def start_broker(self):
+        b = self.daemons.start("broker", python_module("outbox_relay.broker"), {
+            "OUTBOX_BROKER_FRONTEND": self.frontend, "OUTBOX_BROKER_BACKEND": self.backend})
+        b.wait_for_line("broker ready")
+        return b
+
+    def start_relay(self, name: str = "relay", wait: str | None = "relay leader", **env: str):
+        d = self.daemons.start(name, python_module("outbox_relay"), {
+            "DATABASE_URL": self.db_url, "OUTBOX_RELAY_BROKER_URL": self.frontend,
+            "OUTBOX_RELAY_NAME": name, **FAST, **env})
+        if wait:
+            d.wait_for_line(wait, timeout=20)
+        return d
+
+
+@pytest.fixture
+def stack(db_url, daemons) -> Stack:
+    return Stack(db_url, f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", daemons)
+
+
+def emit(db_url: str, n: int, topic: str = "t:1", per_tx: int = 1) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for i in range(0, n, per_tx):
+            with conn.transaction():
+                for j in range(min(per_tx, n - i)):
+                    conn.execute("SELECT outbox_emit(%s, 'test', %s::jsonb)", (topic, f'{{"i": {i + j}}}'))
+
+
+def relay_state(db_url: str) -> tuple[int, int]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return conn.execute("SELECT last_pos, published_pos FROM outbox_relay_state").fetchone()
+
+
+def wait_until(pred, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+class Collector:
+    """A Subscriber in a background thread; `events` is what it delivered, in order."""
+
+    def __init__(self, **kwargs) -> None:
+        from outbox_relay.subscriber import Subscriber
+
+        self.sub = Subscriber(**kwargs)
+        self.events: list = []
+        self.error: BaseException | None = None
+        self._loop = asyncio.new_event_loop()
+        self._task: asyncio.Task | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._started.wait(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def main() -> None:
+            self._task = asyncio.current_task()
+            self._started.set()
+            await self.sub.run(self.events.append)
+
+        try:
+            self._loop.run_until_complete(main())
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:  # surfaced to the test through .error
+            self.error = exc
+
+    def positions(self) -> list[int]:
+        return [e.pos for e in self.events]
+
+    def wait_for_pos(self, pos: int, timeout: float = 15.0) -> None:
+        def reached() -> bool:
+            if self.error:
+                raise self.error
+            return self.sub.delivered_pos >= pos
+        wait_until(reached, timeout, f"subscriber to reach pos {pos} (at {self.sub.delivered_pos})")
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(5)
+
+
+@pytest.fixture
+def collectors():
+    made: list[Collector] = []
+
+    def make(**kwargs) -> Collector:
+        c = Collector(**kwargs)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()

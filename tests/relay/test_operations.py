@@ -1,0 +1,136 @@
+"""status / replay / prune through the CLI, manage.py commands and the admin."""
+import argparse
+import io
+import json
+from datetime import timedelta
+
+import psycopg
+import pytest
+import zmq
+from django.core.management import call_command
+
+from outbox_relay import admin_cli, operations
+from tests.relay.conftest import emit, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def sequence_all(db_url: str, publish: bool = True) -> list[int]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        pos = [r[0] for r in conn.execute("SELECT r_pos FROM outbox_claim(100000, 0, 1000000)")]
+        if publish and pos:
+            conn.execute("SELECT * FROM outbox_claim(1, %s, 1000000)", (pos[-1],))
+        return pos
+
+
+def receive_all(sock: zmq.Socket, idle: float = 0.5) -> list[tuple[bytes, dict]]:
+    got = []
+    while sock.poll(int(idle * 1000)):
+        topic, raw = sock.recv_multipart()
+        got.append((topic, json.loads(raw)))
+    return got
+
+
+@pytest.fixture
+def listening(stack):
+    stack.start_broker()
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(stack.backend)
+    yield sock
+    sock.close(0)
+
+
+def test_replay_by_pos_range_and_topic_keeps_positions(stack, listening):
+    emit(stack.db_url, 4, topic="t:1")
+    emit(stack.db_url, 3, topic="t:2")
+    pos = sequence_all(stack.db_url)
+    result = operations.replay(stack.db_url, stack.frontend, operations.Selection(from_pos=pos[1], to_pos=pos[5]))
+    got = receive_all(listening)
+    assert [m["pos"] for _, m in got] == pos[1:6] and result.count == 5
+    operations.replay(stack.db_url, stack.frontend, operations.Selection(topic="t:2"), rate=50)
+    got = receive_all(listening)
+    assert [(t, m["pos"]) for t, m in got] == [(b"t:2", p) for p in pos[4:]]
+
+
+def test_replay_dry_run_sends_nothing_and_says_what_would_go(stack, listening):
+    emit(stack.db_url, 3, topic="t:9")
+    pos = sequence_all(stack.db_url)
+    out = io.StringIO()
+    ns = argparse.Namespace(cmd="replay", from_pos=pos[0], to_pos=None, since=None, until=None, topic=None,
+                            dry_run=True, rate=None, broker=stack.frontend, no_progress=True)
+    admin_cli.run(ns, stack.db_url, out=out)
+    assert receive_all(listening) == []
+    text = out.getvalue()
+    assert f"would replay 3 events, pos {pos[0]}..{pos[2]}" in text and f"pos={pos[1]} topic=t:9" in text
+
+
+def test_replay_by_time_window(stack, listening):
+    emit(stack.db_url, 2, topic="old")
+    emit(stack.db_url, 2, topic="new")
+    with psycopg.connect(stack.db_url, autocommit=True) as conn:
+        conn.execute("UPDATE outbox SET created_at = created_at - interval '2 days' WHERE topic = 'old'")
+        since = conn.execute("SELECT now() - interval '1 day'").fetchone()[0]
+    sequence_all(stack.db_url)
+    operations.replay(stack.db_url, stack.frontend, operations.Selection(since=since))
+    assert {t for t, _ in receive_all(listening)} == {b"new"}
+
+
+def test_prune_deletes_only_old_published_rows(db_url):
+    emit(db_url, 3, topic="published")
+    sequence_all(db_url, publish=True)
+    emit(db_url, 2, topic="sequenced-not-published")
+    sequence_all(db_url, publish=False)
+    emit(db_url, 2, topic="unsequenced")
+    emit(db_url, 1, topic="recent")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE outbox SET sequenced_at = now() - interval '10 days', created_at = now() - interval '10 days'"
+                     " WHERE topic <> 'recent'")
+        dry = operations.prune(db_url, timedelta(days=7), dry_run=True)
+        assert dry.deleted == 3 and dry.dry_run
+        assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 8
+        done = operations.prune(db_url, timedelta(days=7))
+        assert done.deleted == 3
+        left = dict(conn.execute("SELECT topic, count(*) FROM outbox GROUP BY topic").fetchall())
+    assert left == {"sequenced-not-published": 2, "unsequenced": 2, "recent": 1}
+
+
+def test_status_and_management_commands(db_url):
+    emit(db_url, 2, topic="t:s")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT outbox_emit('t:s', 'x', %s::jsonb)", (json.dumps({"b": "x" * 300}),))
+        conn.execute("SELECT * FROM outbox_claim(2, 0, 100)")  # sequences the first two only
+    s = operations.status(db_url)
+    assert s.backlog == 1 and s.leader_alive is False and s.poison_rows == 0
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT * FROM outbox_claim(10, 0, 100)")  # the big one becomes poison
+    s = operations.status(db_url)
+    assert s.backlog == 0 and s.poison_rows == 1
+    out = io.StringIO()
+    call_command("outbox_status", "--json", stdout=out)
+    assert json.loads(out.getvalue())["poison_rows"] == 1
+    out = io.StringIO()
+    call_command("outbox_prune", "--older-than", "1d", "--dry-run", stdout=out)
+    assert "would delete 0 published rows" in out.getvalue()
+    out = io.StringIO()
+    call_command("outbox_replay", "--topic", "t:s", "--dry-run", stdout=out)
+    assert "would replay 3 events" in out.getvalue()
+
+
+def test_admin_lists_outbox_with_relay_status_and_replays(stack, listening, client, django_user_model, monkeypatch):
+    monkeypatch.setenv("OUTBOX_RELAY_BROKER_URL", stack.frontend)
+    emit(stack.db_url, 3, topic="checklist:5")
+    pos = sequence_all(stack.db_url)
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(admin)
+    page = client.get("/admin/outbox/outboxevent/?topic=checklist%3A5")
+    html = page.content.decode()
+    assert page.status_code == 200 and "Relay status" in html and "checklist:5" in html
+    assert f"<td>{pos[-1]}</td>" in html  # last assigned pos in the status box
+    from portal.outbox.models import OutboxEvent
+    ids = list(OutboxEvent.objects.filter(pos__in=pos[:2]).values_list("id", flat=True))
+    resp = client.post("/admin/outbox/outboxevent/", {"action": "replay_selected", "_selected_action": ids}, follow=True)
+    assert "Replayed 2 events" in resp.content.decode()
+    assert sorted(m["pos"] for _, m in receive_all(listening)) == pos[:2]
+    assert client.get(f"/admin/outbox/outboxevent/{ids[0]}/change/").status_code == 200  # read-only view
+    assert client.get("/admin/outbox/outboxevent/add/").status_code == 403

@@ -1,0 +1,180 @@
+"""compose.yaml and the Dockerfile, checked without Docker: structure, that every command
+runs code of ours, that every variable a service sets is one its code reads (and parses),
+and that health checks and start order hold together."""
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stack.supervisor import port_of
+from tests.support.processes import ROOT
+
+COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+SERVICES = COMPOSE["services"]
+APP_SERVICES = ("migrate", "broker", "relay", "syncserver", "portal")
+LONG_RUNNING = ("postgres", "broker", "relay", "syncserver", "portal")
+
+
+def interpolate(value: str) -> str:
+    """Compose's ${VAR:-default} / ${VAR} with an empty environment."""
+    value = re.sub(r"\$\{[A-Z0-9_]+:?-([^}]*)\}", r"\1", value)
+    value = re.sub(r"\$\{[A-Z0-9_]+\}", "", value)
+    return value.replace("$$", "$")
+
+
+def env_of(service: str) -> dict[str, str]:
+    return {k: interpolate(str(v)) for k, v in (SERVICES[service].get("environment") or {}).items()}
+
+
+def read_env_names(*paths: str) -> set[str]:
+    """Variable names the given source files look up in the environment or a mapping."""
+    names: set[str] = set()
+    for path in paths:
+        text = (ROOT / path).read_text()
+        names |= set(re.findall(r"""(?:environ|env)(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]*)["']""", text))
+        names |= set(re.findall(r"""\(\s*env\s*,\s*["']([A-Z][A-Z0-9_]*)["']""", text))  # _int(env, "NAME", ...)
+    return names
+
+
+def test_services_and_relay_replicas():
+    assert set(SERVICES) == {"postgres", *APP_SERVICES}
+    assert SERVICES["postgres"]["image"] == "postgres:16"
+    assert SERVICES["relay"]["deploy"]["replicas"] == 2, "leader + hot standby"
+    for name in APP_SERVICES:
+        assert SERVICES[name]["build"] == ".", name
+        assert "container_name" not in SERVICES[name], "fixed names break replicas and scaling"
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_every_command_runs_code_of_ours(service):
+    command = SERVICES[service]["command"]
+    assert isinstance(command, list), "exec form: signals reach the process, not a shell"
+    if command[:2] == ["python", "-m"]:
+        module = command[2]
+        spec = importlib.util.find_spec(module)
+        assert spec is not None, module
+        if spec.submodule_search_locations:  # a package: python -m needs its __main__
+            assert importlib.util.find_spec(module + ".__main__") is not None, module
+    elif command[0] == "gunicorn":
+        module, _, attr = command[1].partition(":")
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin, module
+        assert re.search(rf"^{attr} = ", Path(spec.origin).read_text(), re.M), command[1]
+    elif command[:2] == ["sh", "-c"]:
+        from django.core.management import get_commands
+
+        steps = re.findall(r"python manage\.py (\S+)", command[2])
+        assert steps == ["migrate", "seed_demo"]
+        assert set(steps) <= set(get_commands()), "a manage.py command that does not exist"
+    else:
+        pytest.fail(f"unexpected command {command}")
+
+
+def test_broker_and_relay_settings_parse_with_the_code_that_reads_them():
+    from outbox_relay.config import ConfigError, broker_config, relay_config
+
+    # The parsers reject unknown prefixed names, so parsing is the name check too.
+    with pytest.raises(ConfigError):
+        relay_config({"OUTBOX_RELAY_NOT_A_SETTING": "1"})
+    with pytest.raises(ConfigError):
+        broker_config({"OUTBOX_BROKER_NOT_A_SETTING": "1"})
+    broker = broker_config(env_of("broker"))
+    relay = relay_config(env_of("relay"))
+    assert port_of(relay.broker_url) == ("broker", port_of(broker.frontend)[1])
+    assert set(env_of("broker")) == {"OUTBOX_BROKER_FRONTEND", "OUTBOX_BROKER_BACKEND"}
+    assert set(env_of("relay")) - {"DATABASE_URL"} <= {n for n in env_of("relay") if n.startswith("OUTBOX_RELAY_")}
+
+
+def test_syncserver_settings_parse_with_the_code_that_reads_them():
+    from syncserver.config import from_env
+
+    config = from_env(env_of("syncserver"))
+    assert config.host == "0.0.0.0"
+    assert port_of(config.broker_url) == ("broker", port_of(env_of("broker")["OUTBOX_BROKER_BACKEND"])[1])
+    accepted = read_env_names("syncserver/config.py", "syncserver/__main__.py")
+    assert set(env_of("syncserver")) <= accepted, set(env_of("syncserver")) - accepted
+
+
+@pytest.mark.parametrize("service", ["portal", "migrate"])
+def test_portal_settings_names_are_read_by_the_settings(service):
+    accepted = read_env_names("portal/settings.py", "stack/database.py")
+    assert "DATABASE_URL" in accepted and "SYNC_PUBLIC_URL" in accepted  # the parser works
+    assert set(env_of(service)) <= accepted, set(env_of(service)) - accepted
+
+
+def test_shared_secret_and_public_addresses_agree():
+    portal, sync = env_of("portal"), env_of("syncserver")
+    assert portal["SYNC_TOKEN_SECRET"] == sync["SYNC_TOKEN_SECRET"] != "dev-insecure-sync-secret"
+    published = {p.split(":")[1] for p in SERVICES["syncserver"]["ports"]}
+    assert urlport(portal["SYNC_PUBLIC_URL"]) in published
+    assert portal["SYNC_PUBLIC_URL"].endswith("/sync")
+    assert portal["PORTAL_DEBUG"] == "0"
+    assert sync["SYNC_ALLOWED_ORIGINS"].endswith(":" + SERVICES["portal"]["ports"][0].split(":")[0])
+
+
+def urlport(url: str) -> str:
+    return re.search(r":(\d+)/", url)[1]
+
+
+@pytest.mark.parametrize("service", LONG_RUNNING)
+def test_every_long_running_service_has_a_health_check_that_compiles(service):
+    test = SERVICES[service]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    if test[1:3] == ["python", "-c"]:
+        compile(test[3], f"<healthcheck of {service}>", "exec")
+    else:
+        assert service == "postgres" and test[1] == "pg_isready"
+
+
+def test_health_checks_probe_the_configured_ports():
+    assert "9101" in SERVICES["relay"]["healthcheck"]["test"][3]
+    assert env_of("relay")["OUTBOX_RELAY_METRICS_PORT"] == "9101"
+    assert f"{env_of('syncserver')['SYNC_PORT']}/healthz" in SERVICES["syncserver"]["healthcheck"]["test"][3]
+    assert "0.0.0.0:8000" in SERVICES["portal"]["command"]
+    assert "127.0.0.1:8000/" in SERVICES["portal"]["healthcheck"]["test"][3]
+    probe = SERVICES["broker"]["healthcheck"]["test"][3]
+    for var in ("OUTBOX_BROKER_FRONTEND", "OUTBOX_BROKER_BACKEND"):
+        assert str(port_of(env_of("broker")[var])[1]) in probe
+
+
+def test_start_order_waits_for_what_each_service_needs():
+    def deps(name):
+        return SERVICES[name].get("depends_on") or {}
+
+    assert deps("migrate") == {"postgres": {"condition": "service_healthy"}}
+    for name in APP_SERVICES:
+        for dep in deps(name).values():
+            assert "condition" in dep, name
+        if name != "migrate" and "DATABASE_URL" in env_of(name):
+            assert deps(name)["migrate"] == {"condition": "service_completed_successfully"}, name
+    for name in ("relay", "syncserver"):
+        assert deps(name)["broker"] == {"condition": "service_healthy"}, name
+    assert SERVICES["migrate"]["restart"] == "no", "a one-shot must not be restarted"
+
+
+def test_everything_shares_one_database():
+    urls = {env_of(name)["DATABASE_URL"] for name in APP_SERVICES if "DATABASE_URL" in env_of(name)}
+    assert len(urls) == 1
+    url = urls.pop()
+    pg = {k: interpolate(str(v)) for k, v in SERVICES["postgres"]["environment"].items()}
+    assert url == f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
+
+
+def test_dockerfile_builds_what_the_services_need():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
+    assert "npm ci" in text and "COPY --from=browser-deps /app/node_modules ./node_modules" in text
+    assert "collectstatic --noinput" in text
+    assert re.search(r"^USER (?!root)", text, re.M), "services should not run as root"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for path in (".git", ".venv", "node_modules", ".pgdata", "staticfiles"):
+        assert path in ignored, path
+    # whitenoise serves the collected files under gunicorn.
+    from django.conf import settings
+
+    assert settings.MIDDLEWARE[1] == "whitenoise.middleware.WhiteNoiseMiddleware"
+    assert settings.STATIC_ROOT

@@ -1,0 +1,151 @@
+"""A real sync stack in the test's event loop: broker (XSUB/XPUB proxy thread), the sync
+server with the real Subscriber and catch-up pool, against the real test database.
+
+FakeRelay plays the relay where a test must control positions exactly: it sequences
+rows into the outbox (pos, tpos, tx_last, outbox_topic, outbox_relay_state) in one
+transaction and publishes their envelopes (built by outbox_envelope(), like the relay)
+through the broker, plus heartbeats so the Subscriber repairs anything ZeroMQ dropped.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+import json
+from contextlib import asynccontextmanager
+
+import psycopg
+import zmq
+import zmq.asyncio
+
+from outbox_relay.broker import Broker
+from outbox_relay.config import BrokerConfig
+from outbox_relay.envelope import decode, encode_heartbeat
+from syncserver import tokens
+from syncserver.app import SyncServer
+from syncserver.config import Config
+from tests.support.processes import free_port
+
+ORIGIN = "http://127.0.0.1:8000"
+SECRET = "test-secret"
+
+
+def new_topic() -> str:
+    # outbox_topic survives Django's flush between tests: fresh topics keep tpos at 0.
+    return f"checklist:t{uuid.uuid4().hex[:12]}"
+
+
+def token(topics, user_id=7, username="alice", ttl=300, secret=SECRET, now=None) -> str:
+    return tokens.mint(secret, user_id=user_id, username=username, topics=list(topics), ttl=ttl, now=now)
+
+
+class FakeRelay:
+    def __init__(self, dsn: str, frontend: str):
+        self.dsn = dsn
+        self.frontend = frontend
+        self.conn: psycopg.AsyncConnection | None = None
+        self.pub = None
+        self._beat: asyncio.Task | None = None
+
+    async def open(self) -> None:
+        self.conn = await psycopg.AsyncConnection.connect(self.dsn)
+        self.pub = zmq.asyncio.Context.instance().socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.connect(self.frontend)
+        self._beat = asyncio.create_task(self._heartbeats())
+
+    async def close(self) -> None:
+        if self._beat:
+            self._beat.cancel()
+        if self.pub is not None:
+            self.pub.close(0)
+        if self.conn is not None:
+            await self.conn.close()
+
+    async def last_pos(self) -> int:
+        cur = await self.conn.execute("SELECT last_pos FROM outbox_relay_state WHERE id = 1")
+        pos = (await cur.fetchone())[0]
+        await self.conn.commit()
+        return pos
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(0.3)
+            await self.pub.send_multipart([b"_heartbeat", encode_heartbeat(await self.last_pos())])
+
+    async def commit(self, topic: str, changes: list[dict], publish: bool = True) -> list:
+        """One transaction's events on one topic: [{"entity","id","op","data"}...] -> Events."""
+        async with self.conn.transaction():
+            cur = await self.conn.execute("SELECT last_pos FROM outbox_relay_state WHERE id = 1 FOR UPDATE")
+            pos = (await cur.fetchone())[0]
+            await self.conn.execute("INSERT INTO outbox_topic (topic, tpos) VALUES (%s, 0) ON CONFLICT DO NOTHING", (topic,))
+            cur = await self.conn.execute("SELECT tpos FROM outbox_topic WHERE topic = %s FOR UPDATE", (topic,))
+            tpos = (await cur.fetchone())[0]
+            for i, ch in enumerate(changes, 1):
+                await self.conn.execute(
+                    "INSERT INTO outbox (topic, entity, entity_id, op, data, version, source, pos, tpos, tx_last, sequenced_at)"
+                    " VALUES (%s, %s, %s, %s, %s::jsonb, %s, 'sql', %s, %s, %s, now())",
+                    (topic, ch.get("entity", "item"), str(ch.get("id", 1)), ch.get("op", "update"),
+                     json.dumps(ch.get("data", {})), ch.get("version", 1), pos + i, tpos + i, i == len(changes)))
+            n = len(changes)
+            await self.conn.execute("UPDATE outbox_topic SET tpos = %s WHERE topic = %s", (tpos + n, topic))
+            await self.conn.execute("UPDATE outbox_relay_state SET last_pos = %s, published_pos = %s WHERE id = 1",
+                                    (pos + n, pos + n))
+            cur = await self.conn.execute("SELECT outbox_envelope(o) FROM outbox o WHERE pos > %s AND pos <= %s ORDER BY pos",
+                                          (pos, pos + n))
+            raws = [r[0].encode() for r in await cur.fetchall()]
+        if publish:
+            await self.publish(raws)
+        return [decode(r) for r in raws]
+
+    async def publish(self, raws: list[bytes]) -> None:
+        for raw in raws:
+            await self.pub.send_multipart([json.loads(raw)["topic"].encode(), raw])
+
+    async def items(self, topic: str, n: int, publish: bool = True) -> list:
+        """n single-event transactions on topic."""
+        out = []
+        for i in range(n):
+            out += await self.commit(topic, [{"id": i, "data": {"i": i}}], publish)
+        return out
+
+
+@dataclasses.dataclass
+class Stack:
+    server: SyncServer
+    relay: FakeRelay
+    base: str
+    backend: str
+    frontend: str
+
+
+@asynccontextmanager
+async def sync_stack(db_url: str, **overrides):
+    frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    broker = Broker(BrokerConfig(frontend=frontend, backend=backend))
+    broker.start()
+    config = Config(port=0, broker_url=backend, token_secret=SECRET, database_url=db_url,
+                    allowed_origins=frozenset({ORIGIN}), **overrides)
+    server = SyncServer(config)
+    relay = FakeRelay(db_url, frontend)
+    try:
+        port = await server.start()
+        await relay.open()
+        stack = Stack(server, relay, f"http://127.0.0.1:{port}", backend, frontend)
+        await wait_stream_ready(stack)
+        yield stack
+    finally:
+        await relay.close()
+        await server.stop()
+        broker.stop()
+
+
+async def wait_stream_ready(stack: Stack, timeout: float = 10.0) -> None:
+    """Until the server's subscriber has caught up with the outbox (it is then live)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    target = await stack.relay.last_pos()
+    while stack.server.source.delivered_pos < target or stack.server.broker_heard is None:
+        if loop.time() > deadline:
+            raise TimeoutError(f"subscriber at {stack.server.source.delivered_pos}, outbox at {target}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,60 @@
+"""Live delivery through the real stack: broker -> Subscriber -> hub -> SockJS transports."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.syncserver.client import WebSocketClient, XhrPollingClient, XhrStreamingClient
+from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def _open(kind, base):
+    if kind == "raw":
+        return await WebSocketClient(base, raw=True, origin=ORIGIN).connect()
+    if kind == "framed":
+        return await WebSocketClient(base, raw=False, origin=ORIGIN).connect()
+    if kind == "xhr_streaming":
+        return await XhrStreamingClient(base, origin=ORIGIN).connect()
+    return await XhrPollingClient(base, origin=ORIGIN).connect()
+
+
+@pytest.mark.parametrize("kind", ["raw", "framed", "xhr_streaming", "xhr"])
+async def test_clients_receive_exactly_the_committed_events_in_order(db_url, kind):
+    topic, other = new_topic(), new_topic()
+    async with sync_stack(db_url) as stack:
+        c = await _open(kind, stack.base)
+        try:
+            assert await c.auth(token([topic])) == {"type": "authed", "user": "alice"}
+            await c.subscribe(topic, 0)
+            assert await c.recv() == {"type": "subscribed", "topic": topic, "tpos": 0}
+            await stack.relay.items(other, 2)  # another topic: not delivered
+            tx = await stack.relay.commit(topic, [{"id": 1, "data": {"a": 1}}, {"id": 2, "data": {"b": 2}}])
+            singles = await stack.relay.items(topic, 3)
+            got = [await c.recv_type("events")]
+            while sum(len(m["events"]) for m in got) < 5:
+                got.append(await c.recv_type("events"))
+            # One transaction's events travel together, with the relay's exact envelopes.
+            assert got[0]["events"] == [json.loads(e.raw) for e in tx]
+            assert [e["tpos"] for m in got for e in m["events"]] == [1, 2, 3, 4, 5]
+            assert [json.loads(e.raw) for e in singles] == [e for m in got[1:] for e in m["events"]]
+            assert all(m["topic"] == topic for m in got)
+            assert await c.quiet(0.4) == []
+        finally:
+            await c.close()
+
+
+async def test_heartbeats_reach_clients_with_the_delivered_pos(db_url):
+    async with sync_stack(db_url) as stack:
+        c = await WebSocketClient(stack.base, raw=True).connect()
+        try:
+            await stack.relay.items(new_topic(), 1)
+            for _ in range(40):
+                if c.heartbeats and c.heartbeats[-1]["pos"] == stack.server.source.delivered_pos:
+                    break
+                await c.quiet(0.1)
+            assert c.heartbeats and c.heartbeats[-1] == {"type": "heartbeat", "pos": await stack.relay.last_pos()}
+        finally:
+            await c.close()

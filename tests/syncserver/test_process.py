@@ -1,0 +1,94 @@
+"""The real processes: `python -m syncserver` configuration errors, readiness, /healthz,
+/metrics, SIGTERM; and end to end: ORM write -> relay -> broker -> sync server ->
+websocket and xhr-streaming clients."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from tests.support.processes import free_port, python_module
+from tests.syncserver.client import WebSocketClient, XhrStreamingClient
+from tests.syncserver.harness import ORIGIN, SECRET, token
+
+
+@pytest.mark.parametrize("env", [{"SYNC_PORT": "x"}, {"SYNC_ALLOWED_ORIGINS": "*"}, {"SYNC_TRANSPORTS": "smoke"}])
+def test_bad_configuration_is_one_line_and_exit_2(env):
+    proc = subprocess.run(python_module("syncserver"), env={**os.environ, "DATABASE_URL": "postgresql://x/y", **env},
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("syncserver: ") and proc.stderr.count("\n") == 1
+
+
+def _write(fn):
+    """Run Django ORM code off the event loop (Django refuses sync DB calls inside it)."""
+    from django.db import connection
+
+    def run():
+        try:
+            return fn()
+        finally:
+            connection.close()
+    return asyncio.to_thread(run)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_end_to_end_orm_write_reaches_websocket_and_xhr_streaming_clients(db_url, daemons):
+    from django.contrib.auth.models import User
+
+    from portal.checklists.models import Checklist, Item, checklist_topic
+
+    frontend, backend, port = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", free_port()
+    daemons.start("broker", python_module("outbox_relay.broker"),
+                  {"OUTBOX_BROKER_FRONTEND": frontend, "OUTBOX_BROKER_BACKEND": backend}).wait_for_line("broker ready")
+    daemons.start("relay", python_module("outbox_relay"), {
+        "DATABASE_URL": db_url, "OUTBOX_RELAY_BROKER_URL": frontend, "OUTBOX_RELAY_METRICS_PORT": "0",
+        "OUTBOX_RELAY_HEARTBEAT_INTERVAL": "0.3", "OUTBOX_RELAY_POLL_INTERVAL": "0.5"}).wait_for_line("relay leader", 20)
+    sync = daemons.start("sync", python_module("syncserver"), {
+        "DATABASE_URL": db_url, "SYNC_BROKER_URL": backend, "SYNC_PORT": str(port), "SYNC_TOKEN_SECRET": SECRET,
+        "SYNC_ALLOWED_ORIGINS": ORIGIN})
+    assert sync.wait_for_line("syncserver ready", 20).endswith(f"port={port}")
+    base = f"http://127.0.0.1:{port}"
+
+    async def scenario():
+        user = await _write(lambda: User.objects.create_user("alice", password="x"))
+        checklist = await _write(lambda: Checklist.objects.create(title="Groceries", owner=user))
+        topic = checklist_topic(checklist.pk)
+        clients = [await WebSocketClient(base).connect(), await XhrStreamingClient(base, origin=ORIGIN).connect()]
+        for c in clients:
+            await c.auth(token([topic], user_id=user.pk))
+            await c.subscribe(topic, 0)
+        await _write(lambda: [Item.objects.create(checklist=checklist, text=f"item {i}", position=i) for i in range(3)])
+        await _write(lambda: Item.objects.filter(checklist=checklist, position=0).update(done=True))
+        for c in clients:
+            events = []
+            while not any(e["entity"] == "item" and e["op"] == "update" for e in events):
+                msg = await c.recv(15)
+                if msg["type"] in ("events", "recovered"):
+                    events += msg["events"]
+            assert [e["tpos"] for e in events] == list(range(1, len(events) + 1))
+            items = [e for e in events if e["entity"] == "item"]
+            assert [(e["op"], e["data"]["text"]) for e in items] == [
+                ("insert", "item 0"), ("insert", "item 1"), ("insert", "item 2"), ("update", "item 0")]
+            assert items[-1]["data"]["done"] is True and items[-1]["changed"] == ["done"]
+        http = AsyncHTTPClient(force_instance=True)
+        health = json.loads((await http.fetch(f"{base}/healthz")).body)
+        assert health["db"]["status"] == "ok" and health["broker"]["status"] == "ok"
+        metrics = (await http.fetch(f"{base}/metrics")).body.decode()
+        assert 'sync_connections{transport="rawwebsocket"} 1.0' in metrics
+        assert "sync_commit_to_push_seconds_count" in metrics
+        http.close()
+        # SIGTERM with clients connected: each session is closed cleanly, exit code 0.
+        assert await asyncio.to_thread(sync.stop) == 0
+        for c in clients:
+            await asyncio.wait_for(c.closed.wait(), 5)
+        assert clients[1].close_frame == [3000, "Server shutting down"]
+        for c in clients:
+            await c.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert "Traceback" not in sync.output()

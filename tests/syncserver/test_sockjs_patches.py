@@ -1,0 +1,183 @@
+"""Regression tests for our sockjs-tornado fixes, and the SockJS protocol behaviours we
+rely on (after the public sockjs-protocol suite: greeting, info, polling/streaming
+framing, raw and framed websocket, session closing). A real Tornado server in-process
+with a tiny echo connection; no database needed."""
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import asynccontextmanager
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+from sockjs.tornado import SockJSConnection, SockJSRouter
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from syncserver.origins import OriginPolicy
+from syncserver.sockjs_patches import NO_CACHE, PatchedRouter
+from tests.syncserver.client import session_path
+
+ORIGIN = "http://127.0.0.1:8000"
+
+
+class Echo(SockJSConnection):
+    def on_message(self, message):
+        self.send(message)
+
+
+class CloseAtOnce(SockJSConnection):
+    def on_open(self, info):
+        self.close()
+
+    def on_message(self, message):
+        pass
+
+
+@asynccontextmanager
+async def serve(conn=Echo, patched=True):
+    settings = {"disabled_transports": ["htmlfile", "jsonp"], "jsessionid": False}
+    if patched:
+        router = PatchedRouter(conn, "/echo", settings, OriginPolicy({ORIGIN}))
+    else:
+        router = SockJSRouter(conn, "/echo", settings)
+    server = tornado.httpserver.HTTPServer(tornado.web.Application(router.urls))
+    [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server.add_sockets([sock])
+    http = AsyncHTTPClient(force_instance=True)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/echo", http
+    finally:
+        http.close()
+        router._sessions_cleanup.stop()
+        server.stop()
+        await server.close_all_connections()
+
+
+def post(url, body=b"", **kw):
+    return HTTPRequest(url, method="POST", body=body, request_timeout=5, **kw)
+
+
+async def test_fault1_session_closed_in_on_open_over_xhr_polling_answers_and_then_closes(caplog):
+    async with serve(CloseAtOnce) as (base, http):
+        url = f"{base}/{session_path()}/xhr"
+        first = await http.fetch(post(url))
+        assert first.body == b"o\n"
+        assert first.headers["Content-Length"] == "2"
+        second = await http.fetch(post(url))
+        assert second.body == b'c[3000,"Go away!"]\n'
+    assert "Content-Length" not in caplog.text
+
+
+async def test_fault1_is_real_in_upstream(caplog):
+    # Proves the test above can fail: upstream raises on the same request.
+    async with serve(CloseAtOnce, patched=False) as (base, http):
+        await http.fetch(HTTPRequest(f"{base}/{session_path()}/xhr", method="POST", body=b"",
+                                     request_timeout=1.5), raise_error=False)
+    assert "Tried to write more data than Content-Length" in caplog.text
+
+
+async def test_fault2_xhr_send_204_keeps_its_content_type():
+    async with serve() as (base, http):
+        path = f"{base}/{session_path()}"
+        assert (await http.fetch(post(f"{path}/xhr"))).body == b"o\n"
+        sent = await http.fetch(post(f"{path}/xhr_send", b'["x"]'))
+        assert sent.code == 204
+        assert sent.headers["Content-Type"] == "text/plain; charset=UTF-8"
+        assert (await http.fetch(post(f"{path}/xhr"))).body == b'a["x"]\n'
+
+
+async def test_fault3_no_transform_on_every_uncached_response():
+    async with serve() as (base, http):
+        path = f"{base}/{session_path()}"
+        for req in (post(f"{path}/xhr"), post(f"{path}/xhr_send", b'["x"]'), HTTPRequest(f"{base}/info")):
+            resp = await http.fetch(req)
+            assert resp.headers["Cache-Control"] == NO_CACHE
+            assert "no-transform" in resp.headers["Cache-Control"]
+
+
+async def test_greeting_and_info():
+    async with serve() as (base, http):
+        for url in (base, base + "/"):
+            resp = await http.fetch(url)
+            assert resp.body == b"Welcome to SockJS!\n"
+            assert resp.headers["Content-Type"] == "text/plain; charset=UTF-8"
+        info = await http.fetch(HTTPRequest(f"{base}/info", headers={"Origin": ORIGIN}))
+        doc = json.loads(info.body)
+        assert doc["websocket"] is True and doc["cookie_needed"] is False and isinstance(doc["entropy"], int)
+        assert info.headers["Content-Type"] == "application/json; charset=UTF-8"
+        assert info.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert info.headers["Access-Control-Allow-Credentials"] == "true"
+        pre = await http.fetch(HTTPRequest(f"{base}/info", method="OPTIONS", headers={"Origin": ORIGIN}))
+        assert pre.code == 204 and pre.headers["Access-Control-Allow-Methods"] == "OPTIONS, GET"
+        iframe = await http.fetch(f"{base}/iframe.html", raise_error=False)
+        assert iframe.code == 404
+
+
+async def test_xhr_polling_framing_and_unknown_session():
+    async with serve() as (base, http):
+        path = f"{base}/{session_path()}"
+        missing = await http.fetch(post(f"{path}/xhr_send", b'["x"]'), raise_error=False)
+        assert missing.code == 404
+        assert (await http.fetch(post(f"{path}/xhr"))).body == b"o\n"
+        await http.fetch(post(f"{path}/xhr_send", b'["a", "b"]'))
+        resp = await http.fetch(post(f"{path}/xhr"))
+        assert resp.body == b'a["a","b"]\n'
+        assert resp.headers["Content-Type"] == "application/javascript; charset=UTF-8"
+        for bad in (b"", b"[broken", b'"a string"', b"\xff\xfe"):
+            r = await http.fetch(post(f"{path}/xhr_send", bad), raise_error=False)
+            assert r.code == 500, bad
+        await http.fetch(post(f"{path}/xhr_send", b'["still ok"]'))
+        assert (await http.fetch(post(f"{path}/xhr"))).body == b'a["still ok"]\n'
+
+
+async def test_second_concurrent_poll_is_refused_with_2010():
+    async with serve() as (base, http):
+        path = f"{base}/{session_path()}"
+        await http.fetch(post(f"{path}/xhr"))
+        first = asyncio.ensure_future(http.fetch(post(f"{path}/xhr")))
+        await asyncio.sleep(0.2)
+        second = await http.fetch(post(f"{path}/xhr"))
+        assert second.body == b'c[2010,"Another connection still open"]\n'
+        await http.fetch(post(f"{path}/xhr_send", b'["x"]'))
+        assert (await first).body == b'a["x"]\n'
+
+
+async def test_xhr_streaming_prelude_and_frames():
+    async with serve() as (base, http):
+        path = f"{base}/{session_path()}"
+        chunks: list[bytes] = []
+        got_open = asyncio.Event()
+
+        def on_chunk(c):
+            chunks.append(c)
+            if b"o\n" in b"".join(chunks):
+                got_open.set()
+
+        stream = asyncio.ensure_future(http.fetch(HTTPRequest(f"{path}/xhr_streaming", method="POST", body=b"",
+                                                              streaming_callback=on_chunk, request_timeout=10)))
+        await asyncio.wait_for(got_open.wait(), 5)
+        await http.fetch(post(f"{path}/xhr_send", b'["hi"]'))
+        for _ in range(50):
+            if b'a["hi"]\n' in b"".join(chunks):
+                break
+            await asyncio.sleep(0.05)
+        assert b"".join(chunks) == b"h" * 2048 + b"\no\n" + b'a["hi"]\n'
+        stream.cancel()
+
+
+async def test_websocket_raw_and_framed_echo():
+    async with serve() as (base, http):
+        ws_base = base.replace("http://", "ws://")
+        r = await websocket_connect(f"{ws_base}/websocket")
+        await r.write_message("hello")
+        assert await r.read_message() == "hello"
+        r.close()
+        f = await websocket_connect(f"{ws_base}/{session_path()}/websocket")
+        assert await f.read_message() == "o"
+        await f.write_message('["a","b"]')
+        assert await f.read_message() == 'a["a"]'
+        assert await f.read_message() == 'a["b"]'
+        await f.write_message("[broken")  # SockJS: broken framing ends the connection
+        assert await asyncio.wait_for(f.read_message(), 5) is None
