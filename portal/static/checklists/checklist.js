@@ -398,10 +398,14 @@ function init(page) {
     // Imported dynamically so that the forms above keep working if the sync client
     // cannot load.
     const { SyncClient } = await import(page.dataset.syncclientUrl);
+    // ?transports=xhr-polling (comma-separated SockJS names) forces the transports, to
+    // test or diagnose each one; by default SockJS picks the best that works.
+    const forced = new URLSearchParams(location.search).get("transports");
     client = new SyncClient({
       sockjsUrl: page.dataset.syncUrl,
       tokenUrl: "/api/sync/token/",
       topics: () => [topic],
+      transports: forced ? forced.split(",") : undefined,
       csrfToken: page.dataset.csrfToken,
     });
     client.onStatus((status) => {
