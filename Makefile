@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml package.json
 setup: $(STAMP)
 
 run: setup
-	$(PY) -m stack.run
+	$(PY) -m stack.run $(ARGS)
 
 test: setup
 	$(PY) -m pytest

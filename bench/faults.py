@@ -64,21 +64,25 @@ def relay_kill(ctx: Ctx, *, rate: float = 1000, duration: float = 6.0, kill_at: 
         "--topic", topic, "--origin", ctx.origin, "--since", str(topic_tpos(ctx.url, topic)),
         "--count", str(total), "--timeout", str(duration + 40), "--out", str(out)))
     events: list[str] = []
+    written: dict = {}
 
-    def killer() -> None:
-        time.sleep(kill_at)
-        ctx.stack.kill("relay")
-        events.append(f"killed relay at {kill_at}s")
-        time.sleep(down_for)
-        ctx.stack.restart("relay")
-        events.append("relay restarted")
+    def writer() -> None:
+        written.update(paced_write(ctx.url, checklist_id=ctx.checklists[1], rate=rate, duration=duration))
 
     try:
         client.wait_for_line("ready", 20)
-        t = threading.Thread(target=killer)
+        t = threading.Thread(target=writer)
         t.start()
-        w = paced_write(ctx.url, checklist_id=ctx.checklists[1], rate=rate, duration=duration)
-        t.join(60)
+        # Kill and restart from this (the main) thread: the stack runner's children get
+        # PR_SET_PDEATHSIG, which fires when the *thread* that spawned them exits.
+        time.sleep(kill_at)
+        ctx.stack.kill("relay")
+        events.append(f"killed relay (SIGKILL) at {kill_at}s")
+        time.sleep(down_for)
+        ctx.stack.restart("relay")
+        events.append(f"relay restarted after {down_for}s")
+        t.join(duration + 60)
+        w = written
         client.wait_for_line("done", 60)
         data = read_json(out)
     finally:

@@ -35,7 +35,7 @@ $$;
 -- pos order. Transactions are ordered by the largest id among their rows: a transaction
 -- that wrote a row after another one committed (row locks) has the larger max id, so the
 -- order respects commit order wherever it matters. A row whose data exceeds p_max_bytes
--- is poison: it keeps its position, gets an error, and goes out without data.
+-- (stored size) is poison: it keeps its position, gets an error, and goes out without data.
 CREATE FUNCTION outbox_claim(p_limit int, p_published bigint, p_max_bytes int)
 RETURNS TABLE (r_pos bigint, r_topic text, r_envelope text, r_created_at timestamptz, r_error text)
 LANGUAGE plpgsql AS $$
@@ -93,8 +93,9 @@ BEGIN
     WITH upd AS (
         UPDATE outbox o
            SET pos = n.pos, tpos = n.tpos, tx_last = n.is_last, sequenced_at = clock_timestamp(),
-               error = coalesce(o.error, CASE WHEN octet_length(o.data::text) > p_max_bytes
-                   THEN format('data is %s bytes, over the %s-byte limit', octet_length(o.data::text), p_max_bytes) END)
+               -- pg_column_size: the stored size, without rendering the document twice.
+               error = coalesce(o.error, CASE WHEN pg_column_size(o.data) > p_max_bytes
+                   THEN format('data is %s bytes, over the %s-byte limit', pg_column_size(o.data), p_max_bytes) END)
           FROM unnest(v_ids, v_pos, v_tpos, v_final) AS n(id, pos, tpos, is_last)
          WHERE o.id = n.id
         RETURNING o.pos, o.topic, outbox_envelope(o) AS env, o.created_at, o.error

@@ -181,9 +181,11 @@ class Relay:
     async def _heartbeats(self, conn: psycopg.AsyncConnection, publisher: Publisher, stop: asyncio.Event) -> None:
         last_count = 0.0
         while not stop.is_set():
-            publisher.heartbeat(self.published_pos)
+            # The recorded position, not only our own: it also covers what another relay
+            # (a previous leader) sequenced, so subscribers learn of it and repair it.
+            recorded = await sequencer.record_published(conn, self.published_pos)
+            publisher.heartbeat(max(recorded, self.published_pos))
             metrics.HEARTBEATS.inc()
-            await sequencer.record_published(conn, self.published_pos)
             if time.monotonic() - last_count >= BACKLOG_EVERY:
                 cur = await conn.execute("SELECT count(*) FROM outbox WHERE pos IS NULL")
                 metrics.BACKLOG.set((await cur.fetchone())[0])

@@ -44,8 +44,12 @@ async def unpublished(conn: psycopg.AsyncConnection, after: int, upto: int, limi
     return _rows(await cur.fetchall())
 
 
-async def record_published(conn: psycopg.AsyncConnection, pos: int) -> None:
-    await conn.execute(
-        "UPDATE outbox_relay_state SET published_pos = greatest(published_pos, %s), heartbeat_at = now() WHERE id = 1",
+async def record_published(conn: psycopg.AsyncConnection, pos: int) -> int:
+    """Record pos as published; returns the recorded published_pos (it may be higher)."""
+    cur = await conn.execute(
+        "UPDATE outbox_relay_state SET published_pos = greatest(published_pos, %s), heartbeat_at = now()"
+        " WHERE id = 1 RETURNING published_pos",
         (pos,),
     )
+    row = await cur.fetchone()
+    return int(row[0]) if row else pos

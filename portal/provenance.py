@@ -82,14 +82,20 @@ def set_request_provenance(request: HttpRequest, user, *, token_id: int | None =
 
 
 class ProvenanceMiddleware:
-    """Place after AuthenticationMiddleware, so session users are known."""
+    """Place after AuthenticationMiddleware, so session users are known.
+
+    API requests are authenticated by DRF, inside the view: the middleware names no
+    actor for them and the API view states it once DRF knows the user (and token).
+    Not touching request.user here also keeps a token request from loading a session.
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
-        set_request_provenance(request, getattr(request, "user", None))
+        api = source_for_path(request.path) == "api"
+        set_request_provenance(request, None if api else getattr(request, "user", None))
         try:
             response = self.get_response(request)
         finally:

@@ -121,10 +121,10 @@ def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,
     portal_origins = f"http://127.0.0.1:{ports.portal},http://localhost:{ports.portal}"
 
     def derived(**values: str) -> dict[str, str]:
-        # A bare port in the environment (OUTBOX_BROKER_FRONTEND=6557) picks the port;
-        # a full address (tcp://0.0.0.0:6557) is passed on as the user wrote it.
+        # A URL the user set (tcp://0.0.0.0:6557, https://sync.example.com/sync) is passed
+        # on as written; a bare port (OUTBOX_BROKER_FRONTEND=6557) only picks the port.
         chosen = {k: env[k] if "://" in env.get(k, "") else v for k, v in values.items()}
-        return {"DATABASE_URL": database_url, **{k: v for k, v in chosen.items()}}
+        return {"DATABASE_URL": database_url, **chosen}
 
     specs: list[ServiceSpec] = []
     if "broker" in services:
@@ -197,21 +197,23 @@ def parse_demo_users(lines: list[str]) -> list[tuple[str, str]]:
     return users
 
 
-def banner(portal_url: str, users: list[tuple[str, str]], *, sync_url: str, database: str,
-           metrics_url: str) -> str:
-    """The block printed once everything is ready."""
+def banner(portal_url: str, users: list[tuple[str, str]], *, sync_url: str | None, database: str,
+           metrics_url: str | None) -> str:
+    """The block printed once everything is ready (None: that service is not running)."""
     width = 72
     lines = ["=" * width, f"  Cloud Checklist is running:  {portal_url}", ""]
     if users:
         lines.append("  Demo users (username / password):")
         lines += [f"    {name} / {password}" for name, password in users]
     else:
-        lines.append("  No demo users (seed_demo not available): create one with")
+        lines.append("  No demo users were seeded: create one with")
         lines.append("    .venv/bin/python manage.py createsuperuser")
+    lines.append("")
+    if sync_url:
+        lines.append(f"  Sync server:   {sync_url}")
+    if metrics_url:
+        lines.append(f"  Relay metrics: {metrics_url}")
     lines += [
-        "",
-        f"  Sync server:   {sync_url}",
-        f"  Relay metrics: {metrics_url}",
         f"  Database:      {database}",
         "  Ctrl-C stops everything; PostgreSQL keeps running (make stop-db).",
         "=" * width,
@@ -247,9 +249,10 @@ def resolve_database(env: Mapping[str, str]) -> str:
         try:
             url = database.embedded_url()
         except Exception as exc:  # noqa: BLE001 - pgserver raises many kinds; all are fatal here
+            detail = (str(exc).strip().splitlines() or [""])[0]
             raise StackError(
-                f"embedded PostgreSQL could not start ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                f"see {database.EMBEDDED_PGDATA / 'log'}"
+                f"embedded PostgreSQL could not start: {type(exc).__name__}"
+                f"{': ' + detail if detail else ''} (server log: {database.EMBEDDED_PGDATA / 'log'})"
             ) from exc
     try:
         with psycopg.connect(url, connect_timeout=5) as conn:
@@ -337,9 +340,10 @@ class Stack:
 
     def banner(self) -> str:
         return banner(
-            self.portal_url, self.users, sync_url=self.sync_url,
+            self.portal_url, self.users,
+            sync_url=self.sync_url if "syncserver" in self.services else None,
             database=redact(self.database_url),
-            metrics_url=f"http://127.0.0.1:{self.ports.relay_metrics}/metrics",
+            metrics_url=f"http://127.0.0.1:{self.ports.relay_metrics}/metrics" if "relay" in self.services else None,
         )
 
     def wait(self) -> str | None:

@@ -166,7 +166,8 @@ _PR_SET_PDEATHSIG = 1
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM if the supervisor itself dies, so a SIGKILLed
-    `make run` leaves no orphan holding the ports."""
+    `make run` leaves no orphan holding the ports. (Linux ties this to the thread that
+    started the child: start services from a thread that outlives them, e.g. the main one.)"""
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from rest_framework import authentication, exceptions
 
-from portal import provenance
-
 from .services import authenticate_key
 
 KEYWORDS = ("token", "bearer")
@@ -24,9 +22,6 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         token = authenticate_key(key)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
-        # The provenance middleware ran before DRF knew who this is: name the user and
-        # the token now, before the view writes anything.
-        provenance.set_request_provenance(request._request, token.user, token_id=token.pk)
         return token.user, token
 
     def authenticate_header(self, request) -> str:

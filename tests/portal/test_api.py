@@ -202,6 +202,7 @@ def test_anonymous_gets_401(api_client, checklist):
         ({"text": "ok", "position": 2**31}, ["position"]),
         ({"text": "ok", "colour": "red", "size": 1}, ["colour", "size"]),
         ({"text": "nul\x00byte"}, ["text"]),
+        ({"text": "x", "color": 1, "done": "yes"}, ["color", "done"]),
         ({"text": None, "done": 1}, ["done", "text"]),
     ],
 )

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -225,3 +224,26 @@ def test_two_services_on_one_port_is_a_configuration_error():
     result = run_to_exit({"PORTAL_PORT": port, "SYNC_PORT": port})
     assert result.returncode == 2
     assert "are both set to port" in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stack_class_for_acceptance_tests_restarts_and_kills_services(db_url):
+    import io
+
+    out = io.StringIO()
+    stack = run.Stack(env=stack_env(db_url), seed=False, out=out)
+    try:
+        stack.start()
+        before = stack.pids()
+        stack.restart("relay")
+        after = stack.pids()
+        assert after["relay"] != before["relay"] and gone(before["relay"])
+        assert after["broker"] == before["broker"]
+        stack.kill("syncserver")  # on purpose: not a failure
+        assert gone(after["syncserver"])
+        assert stack.supervisor.failed() is None
+        assert http_status(stack.portal_url + "login/") == 200
+    finally:
+        stack.stop()
+    assert all(gone(pid) for pid in stack.pids().values())
+    assert "relay is ready" in out.getvalue()

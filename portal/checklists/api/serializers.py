@@ -14,12 +14,22 @@ from .fields import StrictBooleanField, StrictCharField, StrictIntegerField
 
 
 class RejectUnknownFields:
+    """Unknown fields are errors, reported together with any other field's error."""
+
     def to_internal_value(self, data):
-        if isinstance(data, Mapping):
-            unknown = sorted(str(k) for k in set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({k: ["Unknown field."] for k in unknown})
-        return super().to_internal_value(data)
+        unknown = sorted(str(k) for k in set(data) - set(self.fields)) if isinstance(data, Mapping) else []
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if not unknown or not isinstance(exc.detail, dict):
+                raise
+            errors = dict(exc.detail)
+        else:
+            errors = {}
+        errors.update({k: ["Unknown field."] for k in unknown})
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
 
 
 class ItemSerializer(RejectUnknownFields, serializers.ModelSerializer):

@@ -21,6 +21,8 @@ from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
+from portal import provenance
+from portal.apitokens.models import ApiToken
 from syncserver import tokens
 
 from .. import permissions
@@ -61,6 +63,13 @@ class AtomicView(GenericAPIView):
             if response.status_code >= 400:
                 transaction.set_rollback(True)
         return response
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        # DRF authenticated the request just now (the provenance middleware could not):
+        # name the user, and the API token if one was used, before anything is written.
+        token_id = request.auth.pk if isinstance(request.auth, ApiToken) else None
+        provenance.set_request_provenance(request._request, request.user, token_id=token_id)
 
     def handle_exception(self, exc):
         response = super().handle_exception(exc)

@@ -1,0 +1,48 @@
+"""Every SockJS transport the sync server enables by default carries live updates, forced
+one at a time in the page with ?transports=<name> (checklist.js passes it to SyncClient)."""
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.acceptance import pages
+
+pytestmark = pytest.mark.browser
+
+# sockjs-client transport name -> the last path segments of the sync server URLs it uses
+# (/sync/<server>/<session>/<segment>); receiving transports post with xhr_send.
+TRANSPORTS = {
+    "websocket": {"websocket"},
+    "xhr-streaming": {"xhr_streaming", "xhr_send"},
+    "xhr-polling": {"xhr", "xhr_send"},
+    "eventsource": {"eventsource", "xhr_send"},
+}
+SESSION_PATH = re.compile(r"/sync/[^/]+/[^/]+/(\w+)")
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+def test_forced_transport_delivers_live_updates(transport, browsers, make_checklist, api, db, base_url, stack):
+    cid = make_checklist(["First"])
+    bob = browsers.page_for("bob")
+    urls: list[str] = []
+    bob.on("request", lambda request: urls.append(request.url))
+    bob.on("websocket", lambda ws: urls.append(ws.url))
+    pages.open_checklist(bob, base_url, cid, f"?transports={transport}")
+
+    item = api.add_item(cid, f"Sent over {transport}")
+    pages.wait_all(db.items(cid), bob=bob)
+    api.patch_item(item["id"], done=True, text=f"Sent over {transport} (done)")
+    pages.wait_all(db.items(cid), bob=bob)
+    api.delete_item(db.item_id(cid, "First"))
+    pages.wait_all(db.items(cid), bob=bob)
+
+    sync_port = f":{stack.ports.sync}"
+    used = set()
+    for url in urls:
+        parts = urlsplit(url)
+        match = SESSION_PATH.fullmatch(parts.path)
+        if parts.netloc.endswith(sync_port) and match:
+            used.add(match[1])
+    assert used == TRANSPORTS[transport], f"forced {transport}, the page used {sorted(used)}"
