@@ -9,6 +9,7 @@ import time
 
 from bench import procs
 from bench.context import Ctx
+from bench.dbsetup import topic_tpos
 from bench.fanout import close_clients, open_clients
 
 log = logging.getLogger(__name__)
@@ -18,10 +19,12 @@ def fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def hold(pid: int, url: str, n: int, *, token: str, topic: str, origin: str, settle: float = 2.0) -> dict:
+def hold(pid: int, url: str, n: int, *, token: str, topic: str, origin: str, since: int = 0,
+         settle: float = 2.0) -> dict:
     before = procs.rss_bytes(pid)
     t0 = time.monotonic()
-    clients = open_clients("idle", url, n, token=token, topic=topic, origin=origin, sample=10, timeout=300)
+    clients = open_clients("idle", url, n, token=token, topic=topic, origin=origin, since=since, sample=10,
+                           timeout=300)
     try:
         connect_s = time.monotonic() - t0
         time.sleep(settle)
@@ -41,7 +44,7 @@ def ours(ctx: Ctx, n: int) -> dict:
     pid = ctx.stack.pids()["syncserver"]
     topic = ctx.topic(0)
     return hold(pid, ctx.sync_url.replace("http://", "ws://") + "/websocket", n, token=ctx.token([topic]),
-                topic=topic, origin=ctx.origin)
+                topic=topic, origin=ctx.origin, since=topic_tpos(ctx.url, topic))
 
 
 def peer(pid: int, port: int, n: int) -> dict:

@@ -54,9 +54,11 @@ def close_clients(clients: list[procs.LineProc]) -> None:
         c.stop()
 
 
-def collect(clients: list[procs.LineProc], expected: int, settle: float) -> dict:
-    """Wait until every expected delivery arrived (or nothing new came for `settle` s); merge reports."""
+def collect(clients: list[procs.LineProc], expected: int, settle: float, max_wait: float = 30.0) -> dict:
+    """Wait until every expected delivery arrived (or nothing new came for `settle` s, or
+    max_wait s passed: a server that falls behind is not waited for); merge reports."""
     last_total, still_since = -1, time.monotonic()
+    deadline = time.monotonic() + max_wait
     while True:
         reports = [c.ask_json("report", 60) for c in clients]
         total = sum(r["received"] for r in reports)
@@ -64,7 +66,7 @@ def collect(clients: list[procs.LineProc], expected: int, settle: float) -> dict
             break
         if total != last_total:
             last_total, still_since = total, time.monotonic()
-        elif time.monotonic() - still_since > settle:
+        elif time.monotonic() - still_since > settle or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     lat = [x / 1000.0 for r in reports for x in r["lat"]]

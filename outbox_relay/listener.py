@@ -2,8 +2,9 @@
 
 Writers NOTIFY only while the doorbell is armed (trigger outbox_ring, deferred to commit),
 because NOTIFY serializes commits. The relay disarms when it wakes, drains, arms, then
-drains once more: a writer that read "disarmed" committed before that last drain began
-or is caught by the poll timer.
+drains once more. A writer that read "disarmed" was in progress when the relay armed: the
+relay notes those transactions and drains once more when they have all ended (bounded by
+ARMED_WATCH; the poll timer covers a writer slower than that).
 """
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ log = logging.getLogger(__name__)
 
 DISARM_SQL = "UPDATE outbox_doorbell SET armed = false WHERE id = 1 AND armed"
 ARM_SQL = "UPDATE outbox_doorbell SET armed = true WHERE id = 1 AND NOT armed"
+# Run right after arming: the transactions in progress now are the only ones that may have
+# read "disarmed" at commit and not rung; the relay drains again once they have ended.
+IN_PROGRESS_SQL = "SELECT coalesce(array_agg(x), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) AS x"
+STILL_RUNNING_SQL = "SELECT count(*) FROM unnest(%s::xid8[]) AS x WHERE pg_xact_status(x) = 'in progress'"
 
 
 class Listener:

@@ -19,7 +19,7 @@ import psycopg
 
 from outbox_relay import leader, metrics, sequencer
 from outbox_relay.config import RelayConfig
-from outbox_relay.listener import ARM_SQL, DISARM_SQL, Listener
+from outbox_relay.listener import ARM_SQL, DISARM_SQL, IN_PROGRESS_SQL, STILL_RUNNING_SQL, Listener
 from outbox_relay.publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 CONNECT_KWARGS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
                   "connect_timeout": 5}
 BACKLOG_EVERY = 5.0  # seconds between backlog counts (a count is not free on a big backlog)
+ARMED_WATCH = 0.5    # at most this long, watch writers that were committing when the doorbell was armed
 
 
 class LeadershipLost(Exception):
@@ -101,9 +102,15 @@ class Relay:
                 if stop.is_set():
                     break
                 await conn.execute(ARM_SQL)
+                cur = await conn.execute(IN_PROGRESS_SQL)
+                in_progress = (await cur.fetchone())[0]
                 if await self._drain(conn, publisher, stop):
                     continue  # work arrived meanwhile: stay awake (and disarmed next round)
-                woke = await listener.wait(self.config.poll_interval, stop)
+                woke = await self._watch_unrung(conn, listener, in_progress, stop)
+                if woke == "watched" and await self._drain(conn, publisher, stop):
+                    continue  # a writer committed without ringing: it is published now
+                if woke in (None, "watched"):
+                    woke = await listener.wait(self.config.poll_interval, stop)
                 if woke == "listener-lost":
                     log.warning("relay listener lost error=%r; reconnecting", str(listener.error()).strip())
                     await self._reconnect_listener(listener, stop)
@@ -121,6 +128,25 @@ class Relay:
                     await sequencer.record_published(conn, self.published_pos)
                 except psycopg.Error:
                     pass  # the next leader republishes from the last recorded position
+
+    async def _watch_unrung(self, conn: psycopg.AsyncConnection, listener: Listener, xids: list,
+                            stop: asyncio.Event) -> str | None:
+        """Wait until the transactions in progress at arming time have ended (they may have
+        committed without ringing), or a ring; None when they ended (the caller's loop
+        then drains again) or when there were none."""
+        if not xids:
+            return None
+        deadline = time.monotonic() + min(ARMED_WATCH, self.config.poll_interval)
+        step = 0.005
+        while time.monotonic() < deadline:
+            woke = await listener.wait(step, stop)
+            if woke != "poll":
+                return woke
+            cur = await conn.execute(STILL_RUNNING_SQL, (xids,))
+            if (await cur.fetchone())[0] == 0:
+                return "watched"
+            step = min(step * 2, 0.05)
+        return None
 
     async def _reconnect_listener(self, listener: Listener, stop: asyncio.Event) -> None:
         delay = 0.1

@@ -4,12 +4,13 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 
 import psycopg
 import pytest
 
 from tests.relay.conftest import emit, relay_state, wait_until
-from tests.support.processes import python_module
+from tests.support.processes import free_port, python_module
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,7 +21,8 @@ def assert_exactly_once_in_order(collector, first: int, last: int) -> None:
 
 def test_events_flow_end_to_end_and_sigterm_exits_0(stack, collectors):
     broker = stack.start_broker()
-    relay = stack.start_relay(OUTBOX_RELAY_MAX_EVENT_BYTES="300")
+    port = free_port()
+    relay = stack.start_relay(OUTBOX_RELAY_MAX_EVENT_BYTES="300", OUTBOX_RELAY_METRICS_PORT=str(port))
     start = relay_state(stack.db_url)[0]
     sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
     emit(stack.db_url, 10, topic="checklist:1", per_tx=2)
@@ -32,6 +34,11 @@ def test_events_flow_end_to_end_and_sigterm_exits_0(stack, collectors):
     poison = sub.events[10]
     assert poison.error and poison.data is None
     assert [e.tx_last for e in sub.events[:4]] == [False, True, False, True]
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "outbox_relay_leader 1.0" in metrics
+    assert "outbox_relay_events_published_total 16.0" in metrics
+    assert "outbox_relay_poison_rows_total 1.0" in metrics
+    assert "outbox_relay_publish_lag_seconds_count" in metrics
     assert relay.stop() == 0 and "relay stopped" in relay.output()
     assert broker.stop() == 0
 
