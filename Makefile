@@ -31,7 +31,9 @@ chaos: setup
 	$(PY) -m chaos $(ARGS)
 
 bench: setup
-	$(PY) -m bench.run
+	$(PY) -m pip install -q -e '.[test,bench]'
+	npm install --no-audit --no-fund --silent --prefix bench/peers/sockjs_node
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 stop-db:
 	-$(PY) -m stack.stop_db

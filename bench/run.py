@@ -98,11 +98,14 @@ class Run:
             self.raw["polling_latency"] = {"100": latency.polling_relay(ctx, rate=100, duration=dur)}
             cost = {}
             for writers in (1, 8, 32):
-                d = ctx.scale(3, 1)
-                plain = seed_direct.writer_cost(ctx.url, pub_url=None, checklist_id=ctx.checklists[1],
-                                                writers=writers, duration=d)
-                pub = seed_direct.writer_cost(ctx.url, pub_url=ctx.broker_frontend, checklist_id=ctx.checklists[1],
-                                              writers=writers, duration=d)
+                d = ctx.scale(2, 1)
+                # Alternate and keep the best of two: a shared machine's noise only ever slows a round.
+                plain = pub = 0.0
+                for _ in range(2):
+                    plain = max(plain, seed_direct.writer_cost(ctx.url, pub_url=None, checklist_id=ctx.checklists[1],
+                                                               writers=writers, duration=d))
+                    pub = max(pub, seed_direct.writer_cost(ctx.url, pub_url=ctx.broker_frontend,
+                                                           checklist_id=ctx.checklists[1], writers=writers, duration=d))
                 cost[str(writers)] = {"plain_tps": round(plain, 1), "publish_tps": round(pub, 1)}
             self.raw["seed_writer_cost"] = cost
             from bench import faults
@@ -155,7 +158,7 @@ class Run:
         out = {}
         for n in self.sizes_fanout():
             rate = self.fanout_rate(n)
-            out[str(n)] = fanout.ours(self.ctx, subscribers=n, rate=rate, duration=self.ctx.scale(6, 2))
+            out[str(n)] = fanout.ours(self.ctx, subscribers=n, rate=rate, duration=self.ctx.scale(4, 2))
         self.raw["fanout_ours"] = out
 
     def sizes_fanout(self) -> list[int]:
@@ -186,7 +189,7 @@ class Run:
             size = int((self.raw.get("fanout_ours", {}).get(str(self.sizes_fanout()[0]), {})
                         .get("bytes_per_event")) or 200)
             self.raw["fanout_peer"] = {str(n): fanout.peer(port, subscribers=n, rate=self.fanout_rate(n),
-                                                           duration=self.ctx.scale(6, 2), size=size)
+                                                           duration=self.ctx.scale(4, 2), size=size)
                                        for n in self.sizes_fanout()}
             d.stop()
             d, port = fanout.start_peer()  # fresh process: its RSS baseline is not inflated by fan-out

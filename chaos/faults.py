@@ -116,13 +116,15 @@ async def terminate_listener(ctx: Context) -> None:
 
 
 async def slow_client(ctx: Context) -> None:
-    """One client reads nothing for slow_seconds, then carries on."""
-    client = ctx.clients[-1]
-    client.paused.clear()
+    """One websocket client reads nothing from its socket for slow_seconds, then carries on
+    (websocket, because tornado's client reads no further frames while one is unconsumed, so
+    the server really sees a stalled reader)."""
+    client = next((c for c in ctx.clients if c.transport_kind == "websocket"), ctx.clients[-1])
+    client.pause()
     try:
         await asyncio.sleep(ctx.slow_seconds)
     finally:
-        client.paused.set()
+        client.resume()
 
 
 async def open_transaction_fault(ctx: Context) -> None:

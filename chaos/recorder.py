@@ -80,6 +80,17 @@ class RecordingClient:
         if self._task:
             self._task.cancel()
 
+    def pause(self) -> None:
+        """Read nothing, as a frozen tab: frames pile up in the socket and on the server."""
+        self.paused.clear()
+        if self._transport:
+            self._transport.reading.clear()
+
+    def resume(self) -> None:
+        self.paused.set()
+        if self._transport:
+            self._transport.reading.set()
+
     def drop_connection(self) -> None:
         """Lose the network for a moment: the client notices and reconnects."""
         if self._transport:

@@ -16,7 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tornado.httpclient import HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ class Transport:
         self.origin = origin
         self.inbox: asyncio.Queue[tuple[str, list[Any]]] = asyncio.Queue()
         self.closed = False
+        # Cleared = stop reading the socket (a frozen tab): the websocket transport then
+        # stops pulling frames, so TCP backpressure reaches the server.
+        self.reading = asyncio.Event()
+        self.reading.set()
 
     async def open(self, timeout: float = 5.0) -> None:
         raise NotImplementedError
@@ -96,6 +101,15 @@ class WebSocketTransport(Transport):
         self.conn: WebSocketClientConnection | None = None
         self._reader: asyncio.Task | None = None
 
+    async def write(self, payload: str | bytes) -> None:
+        """One raw websocket message (tests send malformed frames with it)."""
+        if self.conn is None or self.conn.protocol is None:
+            raise SessionClosed("websocket closed")
+        try:
+            await self.conn.write_message(payload, binary=isinstance(payload, bytes))
+        except (WebSocketClosedError, StreamClosedError) as exc:
+            raise SessionClosed("websocket closed") from exc
+
     async def open(self, timeout: float = 5.0) -> None:
         url = self.url.replace("http://", "ws://", 1) + "/websocket"
         headers = {"Origin": self.origin} if self.origin else {}
@@ -107,6 +121,7 @@ class WebSocketTransport(Transport):
     async def _read(self) -> None:
         assert self.conn is not None
         while True:
+            await self.reading.wait()
             msg = await self.conn.read_message()
             if msg is None:
                 self.inbox.put_nowait(("close", [0, "connection lost"]))
@@ -116,7 +131,10 @@ class WebSocketTransport(Transport):
     async def send_raw(self, body: str) -> None:
         if self.conn is None or self.conn.protocol is None:
             raise SessionClosed("websocket closed")
-        await self.conn.write_message(body)
+        try:
+            await self.conn.write_message(body)
+        except (WebSocketClosedError, StreamClosedError) as exc:
+            raise SessionClosed("websocket closed") from exc
 
     def abort(self) -> None:
         self.closed = True

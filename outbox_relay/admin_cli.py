@@ -16,7 +16,7 @@ from outbox_relay.config import DEFAULT_FRONTEND
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="outbox-admin", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="outbox-admin", description="Outbox relay operations: status, replay, prune.")
     sub = p.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("status", help="leader, backlog, lag, positions, heartbeat age, poison rows")
     st.add_argument("--json", action="store_true", help="print JSON")
@@ -58,8 +58,11 @@ def run(args: argparse.Namespace, dsn: str, out=sys.stdout) -> int:
                 print(line, file=out)
             if result.count > len(lines):
                 print(f"... and {result.count - len(lines)} more", file=out)
-            print(f"dry run: would replay {result.count} events, pos {result.first_pos}..{result.last_pos},"
-                  f" {len(result.topics)} topics", file=out)
+            if result.count:
+                print(f"dry run: would replay {result.count} events, pos {result.first_pos}..{result.last_pos},"
+                      f" {len(result.topics)} topics", file=out)
+            else:
+                print("dry run: would replay 0 events (nothing matches)", file=out)
         else:
             result = operations.replay(dsn, args.broker, sel, rate=args.rate, progress=not args.no_progress)
             print(f"replayed {result.count} events, pos {result.first_pos}..{result.last_pos},"

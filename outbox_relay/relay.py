@@ -30,10 +30,6 @@ BACKLOG_EVERY = 5.0  # seconds between backlog counts (a count is not free on a 
 ARMED_WATCH = 0.5    # at most this long, watch writers that were committing when the doorbell was armed
 
 
-class LeadershipLost(Exception):
-    pass
-
-
 class Relay:
     def __init__(self, config: RelayConfig, dsn: str) -> None:
         self.config = config
@@ -49,7 +45,7 @@ class Relay:
             try:
                 await self._session(stop)
                 backoff = 0.2
-            except (psycopg.OperationalError, psycopg.InterfaceError, LeadershipLost) as exc:
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._set_leader(False)
                 log.warning("relay lost its database session error=%r; retrying in %.1fs", str(exc).strip(), backoff)
                 await _sleep_or_stop(stop, backoff)

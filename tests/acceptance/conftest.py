@@ -2,9 +2,14 @@
 seed_demo, broker, relay, sync server, portal) on free ports against a database of its
 own, and headless Debian chromium driven by Playwright.
 
-One stack and one browser serve the whole session (starting them is most of the cost);
-each test makes its own checklist, so tests do not see each other's items. Tests that
-kill or restart a service leave it running again for the next one.
+One stack serves the whole package (starting it is most of the cost), one browser each
+module; each test makes its own checklist, so tests do not see each other's items. Tests
+that kill or restart a service leave it running again for the next one.
+
+Scopes matter: Playwright's sync API keeps an event loop on the main thread while it
+runs, which makes Django refuse ORM calls in every later test of the same pytest run
+(SynchronousOnlyOperation), and a second sync_playwright() cannot start meanwhile. So the
+browser lives per module, and nothing of this package outlives the package.
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def acc_database_url():
     """A database of the acceptance session's own on the configured server, dropped at the end."""
     base = database_url()
@@ -59,7 +64,7 @@ def acc_database_url():
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(acc_database_url, artifacts):
     """The running stack; its combined output goes to test-artifacts/acceptance/stack.log."""
     if not os.path.exists(CHROMIUM):
@@ -93,18 +98,18 @@ def stack_running(request, stack):
     yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def base_url(stack) -> str:
     return stack.portal_url.rstrip("/")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api(stack, base_url) -> clients.ApiClient:
     """alice's third-party program: a REST client with an API token of hers."""
     return clients.ApiClient(base_url, clients.create_api_token(stack.database_url, "alice"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(stack):
     from playwright.sync_api import sync_playwright
 
@@ -114,10 +119,16 @@ def browser(stack):
         b.close()
 
 
-@pytest.fixture(scope="session")
-def sessions(browser, base_url) -> dict:
+@pytest.fixture(scope="package")
+def login_states() -> dict[str, dict]:
+    """Cookies of the demo users' logged-in sessions, kept across modules."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def sessions(browser, base_url, login_states) -> dict:
     """Logged-in browser state per demo user: each logs in through the login form once."""
-    states: dict[str, dict] = {}
+    states = login_states
 
     def state_of(username: str) -> dict:
         if username not in states:

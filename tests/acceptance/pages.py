@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import ExitStack
 from typing import Callable
 
 from playwright.sync_api import Error as PlaywrightError
@@ -109,6 +110,22 @@ def _posting(page: Page, action: Callable[[], None], path_end: str) -> None:
     response = info.value
     if not response.ok:
         raise AssertionError(f"{path_end} answered {response.status}: {response.text()[:300]}")
+
+
+def simultaneously(*actions: tuple[Page, Callable[[], None], str]) -> None:
+    """Start every (page, action, path_end) before waiting for any answer, so the writes
+    race each other in the portal and the database."""
+    with ExitStack() as waits:
+        infos = []
+        for page, _act, path_end in actions:
+            infos.append((path_end, waits.enter_context(page.expect_response(
+                lambda r, end=path_end: r.request.method == "POST" and r.url.split("?")[0].endswith(end),
+                timeout=WAIT_MS))))
+        for _page, act, _path_end in actions:
+            act()
+    for path_end, info in infos:
+        if not info.value.ok:
+            raise AssertionError(f"{path_end} answered {info.value.status}")
 
 
 def add(page: Page, text: str) -> None:

@@ -45,6 +45,17 @@ def test_two_users_see_each_others_edits_and_end_identical_to_the_database(
     pages.toggle(alice, "Head torch")
     pages.toggle(bob, "Climbing rope")
 
+    # Both at the same instant, on the same rows: row locks order the writes, and each
+    # page must end with the newer version whichever answer or event it saw first.
+    pages.simultaneously(
+        (alice, lambda: item_control(alice, "Tent", ".item-done").click(), "/toggle/"),
+        (bob, lambda: item_control(bob, "Tent", ".item-done").click(), "/toggle/"),
+    )
+    pages.simultaneously(
+        (alice, lambda: item_control(alice, "Sunscreen", "button[value=down]").click(), "/move/"),
+        (bob, lambda: item_control(bob, "Batteries", "button[value=up]").click(), "/move/"),
+    )
+
     final = db.items(cid)
     pages.wait_all(final, alice=alice, bob=bob)
     assert pages.items(alice) == pages.items(bob) == final
@@ -126,3 +137,7 @@ def test_removed_member_stops_receiving_changes_and_sees_access_ended(browsers, 
     assert pages.items(bob) == before
     assert bob.locator("#revoked-banner").is_visible()
     assert bob.locator("#sync-status").get_attribute("data-status") == "offline"
+
+
+def item_control(page, text: str, selector: str):
+    return pages.item_row(page, text).locator(selector)

@@ -10,7 +10,7 @@ import zmq
 from django.core.management import call_command
 
 from outbox_relay import admin_cli, operations
-from tests.relay.conftest import emit, wait_until
+from tests.relay.conftest import emit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

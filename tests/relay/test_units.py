@@ -108,3 +108,13 @@ def test_durations_and_times():
 def test_selection_where_clause_combines_bounds():
     where, args = operations.Selection(from_pos=3, to_pos=9, topic="t:1").where()
     assert where == "o.pos IS NOT NULL AND o.pos >= %s AND o.pos <= %s AND o.topic = %s" and args == [3, 9, "t:1"]
+
+
+def test_progress_bar_reaches_100_percent_on_one_line():
+    import io
+    out = io.StringIO()
+    bar = operations.Progress(4, out=out, width=8)
+    for _ in range(4):
+        bar.update()
+    text = out.getvalue()
+    assert text.endswith("replay [########] 4/4 100.0%\n") and text.startswith("\rreplay [")

@@ -1,0 +1,104 @@
+"""Smoke tests of the benchmark's pure helpers: statistics, target judgement, report output."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import figures, report
+from bench.stats import join_latencies, loss_pct, percentile, summarize_ms
+
+
+def test_percentile_interpolates_between_ranks():
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([10, 20, 30], 0) == 10
+    assert percentile([10, 20, 30], 100) == 30
+    assert percentile(list(range(1, 1001)), 99) == pytest.approx(990.01)
+    assert percentile([], 50) is None
+    with pytest.raises(ValueError):
+        percentile([1], 101)
+
+
+def test_summary_is_in_milliseconds_and_counts():
+    s = summarize_ms([0.001] * 98 + [0.050, 0.100])
+    assert s["n"] == 100
+    assert s["p50_ms"] == 1.0
+    assert s["max_ms"] == 100.0
+    assert 1.0 < s["p99_ms"] <= 100.0
+    assert summarize_ms([])["p50_ms"] is None
+
+
+def test_join_latencies_counts_what_never_arrived():
+    lat, lost = join_latencies({1: 10.0, 2: 11.0, 3: 12.0}, {1: 10.5, 3: 12.25, 9: 1.0})
+    assert sorted(lat) == [0.25, 0.5]
+    assert lost == 1
+
+
+def test_loss_pct():
+    assert loss_pct(1000, 900) == 10.0
+    assert loss_pct(0, 5) is None
+
+
+RAW = {
+    "relay_bench": {"drain": {"events_per_s": 60000, "insert_commit_per_s": 10000},
+                    "writer_overhead": {"1": {"plain_tps": 1000, "capture_tps": 950},
+                                        "8": {"plain_tps": 4000, "capture_tps": 3000}}},
+    "latency": {"websocket@100": {"p50_ms": 1.5, "p99_ms": 8.0, "p999_ms": 9.0, "lost": 0}},
+    "seed_latency": {"100": {"p50_ms": 0.3, "p99_ms": 2.0, "p999_ms": 3.0}},
+    "throughput": {"steps": [{"rate": 1000, "achieved_rate": 990, "p99_ms": 20, "lost": 0},
+                             {"rate": 10000, "achieved_rate": 9950, "p99_ms": 150, "lost": 0}]},
+    "fanout_ours": {"1000": {"deliveries_per_s": 120000, "p99_ms": 30, "lost": 0}},
+    "fanout_peer": {"1000": {"deliveries_per_s": 150000, "p99_ms": 20, "lost": 0}},
+    "connections_ours": {"5000": {"held": 5000, "kb_per_connection": 12.0}},
+    "connections_peer": {"5000": {"held": 5000, "kb_per_connection": 20.0}},
+    "resume": {"missed": 10000, "seconds": 0.4, "in_order": True},
+    "relay_kill": {"committed": 100, "lost": 0}, "seed_kill": {"committed": 100, "lost": 3},
+    "ours_race": {"committed": 50, "skipped": 0}, "polling_race": {"committed": 50, "skipped": 7},
+}
+
+
+def _met(figs, prefix):
+    rows = [r for f in figs.values() for r in f["rows"] if r["figure"].startswith(prefix)]
+    assert rows, prefix
+    return [r["met"] for r in rows]
+
+
+def test_targets_are_judged_from_measurements():
+    figs = figures.build(RAW)
+    assert _met(figs, "1. Writer overhead, 1 ") == [True]
+    assert _met(figs, "1. Writer overhead, 8 ") == [False]      # 25% lost
+    assert _met(figs, "1. Writer overhead, 32 ") == [None]      # not measured
+    assert _met(figs, "2. Relay drain") == [True]
+    assert _met(figs, "3. Commit-to-client latency ws 100/s") == [True]
+    assert _met(figs, "4.") == [False]                            # only 990/s met the p99
+    assert _met(figs, "5. Fan-out to 1,000 subscribers") == [False]  # behind sockjs-node
+    assert _met(figs, "6.") == [True]
+    assert _met(figs, "7.") == [True]
+    assert _met(figs, "Publisher kill") == [True]
+    assert _met(figs, "Out-of-order") == [True]
+
+
+def test_missing_phases_are_not_measured_rather_than_guessed():
+    figs = figures.build({})
+    rows = [r for f in figs.values() for r in f["rows"]]
+    assert rows and all(r["met"] is None for r in rows)
+
+
+def _results():
+    return {"meta": {"started": "now", "mode": "quick", "cpus": 2, "caveat": "noisy"},
+            "figures": figures.build(RAW), "errors": {"fanout": "TimeoutError: x"}}
+
+
+def test_markdown_table_lists_every_row_and_failed_phases():
+    md = report.markdown(_results())
+    assert "| Figure | Ours | Peer | Target | Met? |" in md
+    assert "| 7. Resume after missing 10,000 events (s; in order: True) | 0.40 | — | < 1 s, all, in order | yes |" in md
+    assert "fanout: did not run" in md and "> noisy" in md
+
+
+def test_report_writes_json_md_and_png(tmp_path):
+    pytest.importorskip("matplotlib", reason="the chart needs the optional 'bench' extra (make bench installs it)")
+    paths = report.write_all(_results(), tmp_path)
+    assert json.loads(paths["json"].read_text())["meta"]["mode"] == "quick"
+    assert paths["md"].read_text().startswith("# Benchmark results")
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
