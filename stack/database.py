@@ -68,3 +68,16 @@ def with_dbname(url: str, dbname: str) -> str:
     params = conninfo_to_dict(url)
     params["dbname"] = dbname
     return make_conninfo(**params)
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` is not a usable libpq connection string, or None. Daemons call this at
+    start so a typo is a one-line error, not a traceback on the first query."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(url)
+    except ProgrammingError as exc:
+        return f"DATABASE_URL is not a valid PostgreSQL URL: {str(exc).strip()}"
+    return None

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from stack.database import url_problem
 from syncserver.origins import normalize_origin
 
 ALL_TRANSPORTS = ("websocket", "xhr", "xhr_streaming", "eventsource", "htmlfile", "jsonp")
@@ -99,6 +100,8 @@ def from_env(env: Mapping[str, str]) -> Config:
 
     # Empty means "ask stack.database" (the embedded server), resolved by the entry point.
     database_url = env.get("DATABASE_URL", "").strip()
+    if database_url and (problem := url_problem(database_url)):
+        raise ConfigError(problem)
 
     return Config(
         host=host, port=port, broker_url=broker_url, token_secret=secret, allowed_origins=origins,

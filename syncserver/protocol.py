@@ -78,6 +78,8 @@ def parse(message: object, max_bytes: int) -> ClientMessage:
         doc = json.loads(message)
     except json.JSONDecodeError as exc:
         raise ProtocolError(BAD_JSON, f"invalid JSON: {exc.msg}") from None
+    except RecursionError:  # "[[[[..." thousands deep: within the size limit, beyond the parser
+        raise ProtocolError(BAD_JSON, "invalid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise ProtocolError(BAD_MESSAGE, "a message must be a JSON object")
     kind = doc.get("type")

@@ -104,6 +104,10 @@ class XhrSendHandler(SecureHTTPMixin, transports.XhrSendHandler):
                 messages = proto.json_decode(bytes_to_str(self.request.body))
             except ValueError:  # bad JSON or not UTF-8: upstream answers "Broken JSON encoding."
                 messages = []
+            except RecursionError:
+                # Nested thousands deep: upstream would raise again and answer with a
+                # traceback; answer as for any other broken JSON.
+                messages = None
             if not isinstance(messages, list):
                 # A bare string would be fed to the connection character by character.
                 self.preflight()

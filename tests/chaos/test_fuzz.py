@@ -196,11 +196,6 @@ async def _replay(cluster: Cluster) -> None:
         evil.abort()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: JSON nested ~1000+ deep sent over xhr_send raises an unhandled RecursionError in the "
-    "sync server (500 with an HTML error page and a logged traceback per request) instead of the "
-    "'Broken JSON encoding.' answer; fix in syncserver (e.g. sockjs_patches: catch RecursionError "
-    "where the xhr_send body and websocket messages are decoded)"))
 def test_deeply_nested_json_is_answered_as_broken_not_with_a_traceback(db_url):
     cluster = Cluster(db_url, relays=0)
     try:

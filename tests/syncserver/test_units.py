@@ -35,6 +35,12 @@ def test_parse_rejects(text, code):
     assert exc.value.code == code
 
 
+def test_parse_rejects_json_nested_beyond_the_parser_as_bad_json():
+    with pytest.raises(protocol.ProtocolError) as exc:
+        protocol.parse("[" * 5000, 16384)
+    assert exc.value.code == "bad_json"
+
+
 def test_parse_accepts_and_refs():
     assert protocol.parse('{"type":"subscribe","topic":"checklist:1","since":3}', 1024) == protocol.Subscribe("checklist:1", 3)
     assert protocol.parse(b'{"type":"auth","token":"a.b"}', 1024) == protocol.Auth("a.b")
