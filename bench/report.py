@@ -64,6 +64,8 @@ def markdown(results: dict) -> str:
         f"{meta.get('loadavg_after', '?')}.",
         "",
     ]
+    if meta.get("merged"):
+        lines += [f"Merged run: {meta['merged']}.", ""]
     if meta.get("caveat"):
         lines += [f"> {meta['caveat']}", ""]
     lines += ["| Figure | Ours | Peer | Target | Met? |", "| --- | --- | --- | --- | --- |"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import logging
 import os
 import platform
@@ -33,10 +34,10 @@ PHASES = ("relay_bench", "peers", "latency", "throughput", "faults", "resume", "
 
 
 class Run:
-    def __init__(self, quick: bool, only: set[str] | None):
+    def __init__(self, quick: bool, only: set[str] | None, merge: dict | None = None):
         self.quick = quick
         self.only = only
-        self.results: dict = {"figures": {}, "errors": {}, "raw": {}}
+        self.results: dict = {"figures": {}, "errors": {}, "raw": dict((merge or {}).get("raw", {}))}
         self.raw = self.results["raw"]
         self.ctx: Ctx | None = None
 
@@ -177,6 +178,9 @@ class Run:
         from bench import connections
 
         self.ensure_stack()
+        # A fresh sync server process, as the peer gets: after the fan-out phase its RSS
+        # holds freed-but-kept memory that new connections would reuse, hiding their cost.
+        self.ctx.stack.restart("syncserver")
         self.raw["connections_ours"] = {str(n): connections.ours(self.ctx, n) for n in self.sizes_conn()}
         self.raw["fd_limit"] = connections.fd_limit()
 
@@ -229,13 +233,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="short smoke run (about 2 minutes)")
     p.add_argument("--only", help=f"comma-separated phases among {','.join(PHASES)}")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--merge", action="store_true", help="with --only: keep the other phases' figures from --out/latest.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     only = set(args.only.split(",")) if args.only else None
     if only and only - set(PHASES):
         print(f"bench: unknown phase(s) {sorted(only - set(PHASES))}; known: {', '.join(PHASES)}", file=sys.stderr)
         return 2
-    results = Run(args.quick, only).execute()
+    merge = None
+    if args.merge:
+        # Re-measure some phases and keep the other figures of an earlier run (recorded in meta).
+        merge = json.loads((args.out / "latest.json").read_text())
+    results = Run(args.quick, only, merge).execute()
+    if merge:
+        results["meta"]["merged"] = (f"phases {sorted(only or PHASES)} re-measured at {results['meta']['started']}; "
+                                     f"the rest from the run of {merge['meta'].get('started')}")
+        results["meta"]["started"] = merge["meta"].get("started")
+        results["errors"] = {**{k: v for k, v in merge.get("errors", {}).items() if k not in (only or PHASES)},
+                             **results["errors"]}
     paths = report.write_all(results, args.out)
     print(report.markdown(results))
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -225,3 +225,23 @@ def test_bad_settings_exit_2_with_one_line(module, env):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and list(env)[0] in lines[0]
+
+
+def test_out_of_order_commits_are_all_delivered_repeatedly(stack, collectors):
+    """Transaction A writes first and commits last, again and again, while B commits in
+    between (and a third transaction stays open throughout): every event arrives."""
+    stack.start_broker()
+    stack.start_relay()
+    start = relay_state(stack.db_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+    with psycopg.connect(stack.db_url) as idle, psycopg.connect(stack.db_url) as a:
+        idle.execute("SELECT outbox_emit('t:open', 'x', '{}')")  # open for the whole test
+        for i in range(20):
+            a.execute("SELECT outbox_emit('t:a', 'x', '{}')")
+            emit(stack.db_url, 1, topic="t:b")
+            sub.wait_for_pos(start + 2 * i + 1, timeout=10)  # B is not held back by A or the open one
+            a.commit()
+            sub.wait_for_pos(start + 2 * i + 2, timeout=10)
+        idle.rollback()
+    assert_exactly_once_in_order(sub, start + 1, start + 40)
+    assert [e.topic for e in sub.events] == ["t:b", "t:a"] * 20
