@@ -17,7 +17,7 @@ def main() -> None:
         print(f"outbox-relay: {exc}", file=sys.stderr)
         sys.exit(2)
     setup_logging(config.log_level)
-    from stack.database import database_url
+    from stack.database import database_url, url_problem
 
     from outbox_relay import metrics
     from outbox_relay.relay import Relay
@@ -27,7 +27,11 @@ def main() -> None:
     except OSError as exc:
         print(f"outbox-relay: OUTBOX_RELAY_METRICS_PORT {config.metrics_port}: {exc}", file=sys.stderr)
         sys.exit(2)
-    relay = Relay(config, database_url())
+    dsn = database_url()
+    if problem := url_problem(dsn):
+        print(f"outbox-relay: {problem}", file=sys.stderr)
+        sys.exit(2)
+    relay = Relay(config, dsn)
 
     async def run() -> None:
         stop = asyncio.Event()
