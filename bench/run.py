@@ -249,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         results["meta"]["merged"] = (f"phases {sorted(only or PHASES)} re-measured at {results['meta']['started']}; "
                                      f"the rest from the run of {merge['meta'].get('started')}")
         results["meta"]["started"] = merge["meta"].get("started")
+        results["meta"]["remeasure_s"] = results["meta"]["duration_s"]
+        results["meta"]["duration_s"] = merge["meta"].get("duration_s")
         results["errors"] = {**{k: v for k, v in merge.get("errors", {}).items() if k not in (only or PHASES)},
                              **results["errors"]}
     paths = report.write_all(results, args.out)
