@@ -44,7 +44,7 @@ class Cluster:
     def start_broker(self) -> Daemon:
         self.broker = Daemon("broker", [self.python, "-m", "outbox_relay.broker"], self._env(
             OUTBOX_BROKER_FRONTEND=self.frontend, OUTBOX_BROKER_BACKEND=self.backend)).start()
-        self.broker.wait_for_line("broker ready", 20)
+        self.broker.wait_for_line("broker ready", 45)
         return self.broker
 
     def start_relay(self, name: str, wait: bool = True) -> Daemon:
@@ -53,15 +53,15 @@ class Cluster:
             OUTBOX_RELAY_POLL_INTERVAL="0.5", OUTBOX_RELAY_LOCK_RETRY="0.3")).start()
         self.relays[name] = d
         if wait:
-            d.wait_for_line("relay started", 20)
+            d.wait_for_line("relay started", 45)
         return d
 
     def start_sync(self) -> Daemon:
         self.sync = Daemon("syncserver", [self.python, "-m", "syncserver"], self._env(
             SYNC_HOST="127.0.0.1", SYNC_PORT=str(self.sync_port), SYNC_BROKER_URL=self.backend,
             SYNC_ALLOWED_ORIGINS=ORIGIN, SYNC_TOKEN_SECRET=SECRET)).start()
-        wait_for_port(self.sync_port, 20)
-        self.sync.wait_for_line("syncserver ready", 20)
+        wait_for_port(self.sync_port, 45)
+        self.sync.wait_for_line("syncserver ready", 45)
         return self.sync
 
     def start(self) -> "Cluster":
