@@ -1,8 +1,8 @@
 """The doorbell: LISTEN outbox on a dedicated autocommit connection, and arm/disarm.
 
 Writers NOTIFY only while the doorbell is armed (trigger outbox_ring, deferred to commit),
-because NOTIFY serializes commits. The relay disarms when it wakes, drains, arms, then
-drains once more. A writer that read "disarmed" was in progress when the relay armed: the
+because NOTIFY serializes commits. The relay disarms when it finds work (inside the
+claim's own transaction), drains, arms, then drains once more. A writer that read "disarmed" was in progress when the relay armed: the
 relay notes those transactions and drains once more when they have all ended (bounded by
 ARMED_WATCH; the poll timer covers a writer slower than that).
 """
@@ -15,8 +15,11 @@ import psycopg
 
 log = logging.getLogger(__name__)
 
-DISARM_SQL = "UPDATE outbox_doorbell SET armed = false WHERE id = 1 AND armed"
-ARM_SQL = "UPDATE outbox_doorbell SET armed = true WHERE id = 1 AND NOT armed"
+# Asynchronous commits (migrations/0004_relay_speed.sql): the flag is only a hint, polling
+# is the safety net, so arming must not cost an fsync. The relay normally disarms inside its
+# claim (outbox_claim(..., p_disarm => true)), which commits durably anyway.
+DISARM_SQL = "SELECT outbox_set_doorbell(false)"
+ARM_SQL = "SELECT outbox_set_doorbell(true)"
 # Run right after arming: the transactions in progress now are the only ones that may have
 # read "disarmed" at commit and not rung; the relay drains again once they have ended.
 IN_PROGRESS_SQL = "SELECT coalesce(array_agg(x), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) AS x"

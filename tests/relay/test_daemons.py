@@ -136,9 +136,22 @@ def test_leader_connection_terminated_it_stops_and_recovers(stack, collectors):
     assert relay.output().count("relay leader") == 2
 
 
+def _set_silent_writers(db_url: str, silent: bool) -> None:
+    """Writers ring from outbox_emit and the capture trigger (migrations/0003) or through the
+    outbox_doorbell_ring trigger; silence both: a session whose outbox.rung is already 'yes'
+    never rings."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        db = psycopg.sql.Identifier(conn.info.dbname)
+        if silent:
+            conn.execute("ALTER TABLE outbox DISABLE TRIGGER outbox_doorbell_ring")
+            conn.execute(psycopg.sql.SQL("ALTER DATABASE {} SET outbox.rung = 'yes'").format(db))
+        else:
+            conn.execute("ALTER TABLE outbox ENABLE TRIGGER outbox_doorbell_ring")
+            conn.execute(psycopg.sql.SQL("ALTER DATABASE {} RESET outbox.rung").format(db))
+
+
 def test_doorbell_disabled_polling_still_delivers(stack, collectors):
-    with psycopg.connect(stack.db_url, autocommit=True) as conn:
-        conn.execute("ALTER TABLE outbox DISABLE TRIGGER outbox_doorbell_ring")
+    _set_silent_writers(stack.db_url, True)
     try:
         stack.start_broker()
         relay = stack.start_relay(OUTBOX_RELAY_POLL_INTERVAL="0.3")
@@ -151,8 +164,7 @@ def test_doorbell_disabled_polling_still_delivers(stack, collectors):
         assert_exactly_once_in_order(sub, start + 1, start + 6)
         assert relay.alive()
     finally:
-        with psycopg.connect(stack.db_url, autocommit=True) as conn:
-            conn.execute("ALTER TABLE outbox ENABLE TRIGGER outbox_doorbell_ring")
+        _set_silent_writers(stack.db_url, False)
 
 
 def test_broker_restart_and_late_subscriber_repair_gaps(stack, collectors):

@@ -121,3 +121,71 @@ def test_positions_gapless_and_unique_under_concurrent_writers_and_claimers(db_u
                 assert txid not in seen
                 seen.add(txid)
                 last = txid
+
+
+# ---- migrations/0004_relay_speed.sql: cheaper envelope, fsync-free empty claims, doorbell in the claim
+
+def test_sql_envelope_is_the_python_envelope_for_awkward_values(db_url):
+    from outbox_relay.envelope import decode, encode
+
+    awkward = 'quote " backslash \\ newline \n tab \t unicode é ✓ \u0001'
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SELECT set_config('outbox.actor', %s, true), set_config('outbox.request_id', %s, true)",
+                     (awkward, "r\"1"))
+        conn.execute("SELECT outbox_emit(%s, %s, %s::jsonb, %s)",
+                     ("t:" + awkward, "ev\"ent", json.dumps({"k": awkward, "n": [1, None, True]}), "id\\1"))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT * FROM outbox_claim(10, 0, 1000000)")
+        row = conn.execute("SELECT o.*, outbox_envelope(o) AS env FROM outbox o ORDER BY pos DESC LIMIT 1").fetchone()
+        cols = [d.name for d in conn.execute("SELECT o.*, 1 AS env FROM outbox o LIMIT 0").description]
+    doc = dict(zip(cols, row))
+    sql_env = doc.pop("env")
+    assert json.loads(sql_env) == json.loads(encode(doc))
+    event = decode(sql_env.encode())
+    assert event.topic == "t:" + awkward and event.actor == awkward and event.id == "id\\1"
+    assert list(json.loads(sql_env)) == list(json.loads(encode(doc)))  # same keys, same order
+
+
+def test_poison_envelope_has_no_data_and_the_error(db_url):
+    emit(db_url, 1, topic="t:p")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        [(pos, topic, env, err)] = claim(conn, max_bytes=1)
+    assert err and env["error"] == err and env["data"] is None and env["pos"] == pos
+
+
+def _state_version(conn):
+    return conn.execute("SELECT xmin::text, published_pos FROM outbox_relay_state").fetchone()
+
+
+def test_an_empty_claim_writes_nothing_unless_published_pos_moved(db_url):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT * FROM outbox_claim(10, 0, 1000000)")  # drain whatever is there
+        before = _state_version(conn)
+        assert conn.execute("SELECT count(*) FROM outbox_claim(10, 0, 1000000, true)").fetchone()[0] == 0
+        assert _state_version(conn) == before                      # no update: no xid, no fsync
+        newer = before[1] + 5
+        conn.execute("SELECT count(*) FROM outbox_claim(10, %s, 1000000, true)", (newer,))
+        assert _state_version(conn)[1] == newer                    # a newer published_pos is still recorded
+
+
+def test_a_claim_with_work_disarms_the_doorbell_and_an_empty_one_does_not(db_url):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT * FROM outbox_claim(100000, 0, 1000000)")
+        conn.execute("SELECT outbox_set_doorbell(true)")
+        conn.execute("SELECT count(*) FROM outbox_claim(10, 0, 1000000, true)")
+        assert conn.execute("SELECT armed FROM outbox_doorbell").fetchone()[0] is True
+        emit(db_url, 2, topic="t:d")
+        assert conn.execute("SELECT count(*) FROM outbox_claim(10, 0, 1000000, true)").fetchone()[0] == 2
+        assert conn.execute("SELECT armed FROM outbox_doorbell").fetchone()[0] is False
+        conn.execute("SELECT outbox_set_doorbell(true)")
+        assert conn.execute("SELECT armed FROM outbox_doorbell").fetchone()[0] is True
+        emit(db_url, 1, topic="t:d")
+        conn.execute("SELECT count(*) FROM outbox_claim(10, 0, 1000000, false)")
+        assert conn.execute("SELECT armed FROM outbox_doorbell").fetchone()[0] is True
+
+
+def test_record_published_never_goes_back(db_url):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        cur = conn.execute("SELECT published_pos FROM outbox_relay_state").fetchone()[0]
+        assert conn.execute("SELECT outbox_record_published(%s)", (cur + 7,)).fetchone()[0] == cur + 7
+        assert conn.execute("SELECT outbox_record_published(%s)", (cur,)).fetchone()[0] == cur + 7
