@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 SOCKJS_PREFIX = "/sync"
 BROKER_STALE_AFTER = 3.0
+# Thousands of clients reconnect at once after a restart; with Tornado's default 128 the
+# kernel drops SYNs and the clients' retries back off for seconds (capped by somaxconn).
+LISTEN_BACKLOG = 2048
 
 
 class EventSource(Protocol):
@@ -48,7 +51,8 @@ class SyncServer:
             source = Subscriber(broker_url=config.broker_url, dsn=config.database_url)
         self.source = source
         self.hub = Hub(self.catchup, recent_events=config.recent_events,
-                       max_recover_events=config.max_recover_events, max_subscriptions=config.max_subscriptions)
+                       max_recover_events=config.max_recover_events, max_subscriptions=config.max_subscriptions,
+                       coalesce=config.coalesce_ms / 1000)
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.closing = False
         self.broker_heard: float | None = None  # monotonic time of the last broker heartbeat
@@ -91,7 +95,7 @@ class SyncServer:
             await self.catchup.open()
         app = self.make_app()
         self._http = tornado.httpserver.HTTPServer(app, max_body_size=self.ws_frame_limit, xheaders=False)
-        sockets = tornado.netutil.bind_sockets(self.config.port, self.config.host)
+        sockets = tornado.netutil.bind_sockets(self.config.port, self.config.host, backlog=LISTEN_BACKLOG)
         self._http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._tasks = [

@@ -34,6 +34,7 @@ class Config:
     max_subscriptions: int = 100
     recent_events: int = 256
     max_recover_events: int = 5000
+    coalesce_ms: int = 1  # shortest window in which a busy topic's transactions share one message
     heartbeat_interval: float = 1.0
     database_url: str = ""
 
@@ -110,6 +111,7 @@ def from_env(env: Mapping[str, str]) -> Config:
         max_subscriptions=_int(env, "SYNC_MAX_SUBSCRIPTIONS", d.max_subscriptions, 1, 100_000),
         recent_events=_int(env, "SYNC_RECENT_EVENTS", d.recent_events, 0, 1_000_000),
         max_recover_events=_int(env, "SYNC_MAX_RECOVER_EVENTS", d.max_recover_events, 1, 1_000_000),
+        coalesce_ms=_int(env, "SYNC_COALESCE_MS", d.coalesce_ms, 0, 1000),
         database_url=database_url,
     )
 

@@ -8,7 +8,7 @@ import time
 
 from sockjs.tornado import SockJSConnection
 
-from syncserver import metrics, protocol, tokens
+from syncserver import metrics, protocol, tokens, wsframe
 from syncserver.hub import Prepared
 from syncserver.protocol import ProtocolError
 from syncserver.ratelimit import TokenBucket
@@ -27,12 +27,19 @@ class SyncConnection(SockJSConnection):
         self.user_id: int | None = None
         self.transport = "unknown"
         self.bucket = TokenBucket(RATE_PER_SECOND, RATE_BURST)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] | None = None  # subscribes in flight (made on first use)
+        # Websocket transports: the protocol object whose stream takes prebuilt frames
+        # (wsframe), and whether the frame is SockJS's `a[...]` or the raw text.
+        self._ws = None
+        self._framed = False
 
     # -- SockJS callbacks ---------------------------------------------------------------
 
     def on_open(self, info) -> None:
         self.transport = getattr(self.session, "transport_name", "unknown")
+        ws = getattr(self.session.handler, "ws_connection", None)
+        if wsframe.fast_stream(ws) is not None:
+            self._ws, self._framed = ws, self.session.send_expects_json
         metrics.CONNECTIONS.labels(self.transport).inc()
         self.ctx.hub.add_sink(self)
         if self.ctx.closing:
@@ -57,9 +64,10 @@ class SyncConnection(SockJSConnection):
             self.send_text(protocol.error(exc.code, exc.message, exc.ref))
 
     def on_close(self) -> None:
+        self._ws = None
         metrics.CONNECTIONS.labels(self.transport).dec()
         self.ctx.hub.remove_sink(self)
-        for task in self._tasks:
+        for task in self._tasks or ():
             task.cancel()
 
     # -- messages -------------------------------------------------------------------------
@@ -90,11 +98,16 @@ class SyncConnection(SockJSConnection):
             raise ProtocolError(protocol.TOO_MANY_SUBSCRIPTIONS,
                                 f"at most {self.ctx.config.max_subscriptions} subscriptions per connection", "subscribe")
         task = asyncio.ensure_future(hub.subscribe(self, msg.topic, msg.since))
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
+        if self._tasks is not None:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._tasks = None
         if not task.cancelled() and task.exception() is not None:
             log.error("subscribe failed", exc_info=task.exception())
 
@@ -106,6 +119,13 @@ class SyncConnection(SockJSConnection):
     def send_prepared(self, message: Prepared) -> None:
         session = self.session
         if session is None or session.is_closed:
+            return
+        ws = self._ws
+        if ws is not None and not (self._framed and session.send_queue):
+            # Websocket: the frame bytes are built once per message and shared by every
+            # connection; no per-connection Future/Task (Tornado's write_message).
+            if not (ws.server_terminated or ws.client_terminated):
+                wsframe.write_frame(ws.stream, message.sockjs_frame if self._framed else message.raw_frame)
             return
         if session.send_expects_json:
             # The JSON string literal is computed once per message and shared by every

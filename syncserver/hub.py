@@ -11,9 +11,15 @@ Invariants:
 - A resume is either complete (`recovered`, then `subscribed`) or refused (`resync`):
   live events that arrive while the outbox is read are buffered on the subscription and
   merged by tpos, and any hole makes it a resync.
-- One transaction's events on a topic go out as one `events` message (flushed on
-  tx_last, or after `flush_delay` so a lost tx_last never holds events back).
-- The `events` text is built once per topic group and shared by all its subscribers.
+- A transaction's events on a topic are never split across `events` messages: they go
+  out on tx_last, or after `flush_delay` (50 ms: long enough that a busy machine pausing
+  between two events of one transaction does not split it) so that a lost tx_last never
+  holds events back for long. One message may carry several whole transactions: a
+  topic flushes at once when its last flush is older than its window (`coalesce`, or
+  as long as that flush took, whichever is longer), else at the end of the window, so
+  a busy topic costs one write per subscriber per window rather than per transaction.
+- The `events` text and its WebSocket frames are built once per flush and shared by
+  all its subscribers; per subscriber the hot loop only compares tpos and writes.
 """
 from __future__ import annotations
 
@@ -26,11 +32,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Hashable, Iterable, Protocol, Sequence
 
-from syncserver import metrics, protocol
+from syncserver import metrics, protocol, wsframe
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_TOPIC = "_heartbeat"
+MAX_WINDOW = 0.1  # seconds: the longest a busy topic's coalescing window grows
 
 
 class EventLike(Protocol):
@@ -46,20 +53,38 @@ class EventLike(Protocol):
 
 
 class Prepared:
-    """One server message, encoded once: text for raw websockets, and the JSON string
-    literal SockJS puts inside its `a[...]` frame, computed at most once."""
+    """One server message, encoded once and shared by every connection it goes to: the
+    text (raw websocket, polling), the JSON string literal SockJS puts inside its
+    `a[...]` frame, and the finished WebSocket frames of both websocket transports,
+    each computed on first use."""
 
-    __slots__ = ("text", "_jsonified")
+    __slots__ = ("text", "_jsonified", "_raw_frame", "_sockjs_frame")
 
     def __init__(self, text: str):
         self.text = text
         self._jsonified: str | None = None
+        self._raw_frame: bytes | None = None
+        self._sockjs_frame: bytes | None = None
 
     @property
     def jsonified(self) -> str:
         if self._jsonified is None:
             self._jsonified = json.dumps(self.text)
         return self._jsonified
+
+    @property
+    def raw_frame(self) -> bytes:
+        """The text frame of the raw websocket transport (/sync/websocket)."""
+        if self._raw_frame is None:
+            self._raw_frame = wsframe.text_frame(self.text.encode("utf-8"))
+        return self._raw_frame
+
+    @property
+    def sockjs_frame(self) -> bytes:
+        """The text frame of the SockJS websocket transport: `a[<json string>]`."""
+        if self._sockjs_frame is None:
+            self._sockjs_frame = wsframe.text_frame(f"a[{self.jsonified}]".encode("utf-8"))
+        return self._sockjs_frame
 
 
 class Sink(Protocol):
@@ -79,7 +104,7 @@ class CatchUp(Protocol):
     async def read(self, topic: str, since: int, limit: int) -> CatchUpResult: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscription:
     sink: Sink
     topic: str
@@ -89,13 +114,22 @@ class Subscription:
     buffer: list = field(default_factory=list)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TopicState:
     ring: deque
     tpos: int | None = None
     subs: dict = field(default_factory=dict)  # sink -> Subscription
     pending: list = field(default_factory=list)
     flush_handle: asyncio.TimerHandle | None = None
+    # While no event of the topic has been routed (tpos is None): the highest latest
+    # tpos an outbox read reported since this state was created. Every event above it
+    # is still to come through on_event, so a subscriber at exactly that tpos can go
+    # live without reading the outbox again (thousands subscribing after a restart).
+    read_tpos: int | None = None
+    complete: int = 0        # pending[:complete] are whole transactions (ended by tx_last)
+    open_since: float = 0.0  # loop time of the first event of the open transaction
+    flushed_at: float = float("-inf")  # loop time the last flush finished
+    window: float = 0.0      # the coalescing window after it (see Hub._send)
 
 
 def revoked_users(events: Iterable[EventLike]) -> set[int]:
@@ -116,15 +150,21 @@ def _committed_epoch(event: EventLike) -> float | None:
 
 class Hub:
     def __init__(self, catchup: CatchUp, *, recent_events: int = 256, max_recover_events: int = 5000,
-                 max_subscriptions: int = 100, flush_delay: float = 0.005, max_idle_topics: int = 10_000):
+                 max_subscriptions: int = 100, flush_delay: float = 0.05, max_idle_topics: int = 10_000,
+                 coalesce: float = 0.001):
         self.catchup = catchup
         self.recent_events = recent_events
         self.max_recover_events = max_recover_events
         self.max_subscriptions = max_subscriptions
         self.flush_delay = flush_delay
+        self.coalesce = coalesce
         self.max_idle_topics = max_idle_topics
         self.topics: OrderedDict[str, TopicState] = OrderedDict()
         self.sinks: dict[Sink, dict[str, Subscription]] = {}
+        self._delivered_live = metrics.EVENTS_DELIVERED.labels("live")
+        # Concurrent identical catch-up reads share one query: (topic, since) -> (task,
+        # the topic state it was started under).
+        self._reads: dict[tuple[str, int], tuple[asyncio.Task, TopicState]] = {}
 
     # -- connections ---------------------------------------------------------------
 
@@ -186,53 +226,112 @@ class Hub:
         ts.tpos = event.tpos
         if self.recent_events:
             ts.ring.append(event)
+        loop = asyncio.get_running_loop()
+        if len(ts.pending) == ts.complete:
+            ts.open_since = loop.time()  # the first event of a transaction still open
         ts.pending.append(event)
         if event.tx_last:
-            self.flush(event.topic)
+            ts.complete = len(ts.pending)
+            due = ts.flushed_at + ts.window
+            if loop.time() >= due:
+                self.flush(event.topic)
+            elif ts.flush_handle is None or ts.flush_handle.when() > due:
+                # Flushed a moment ago: whatever whole transactions arrive until `due`
+                # go out together, one write per subscriber instead of one per
+                # transaction; under load the batches grow with the backlog.
+                if ts.flush_handle is not None:
+                    ts.flush_handle.cancel()
+                ts.flush_handle = loop.call_at(due, self._flush_due, event.topic)
         elif ts.flush_handle is None:
-            ts.flush_handle = asyncio.get_running_loop().call_later(self.flush_delay, self.flush, event.topic)
+            ts.flush_handle = loop.call_later(self.flush_delay, self._flush_due, event.topic)
+
+    def _flush_due(self, topic: str) -> None:
+        """Timer: send the whole transactions; an open one's events too once they waited
+        `flush_delay` (a lost tx_last must never hold events back)."""
+        ts = self.topics.get(topic)
+        if ts is None:
+            return
+        ts.flush_handle = None
+        if len(ts.pending) > ts.complete:
+            wait = ts.open_since + self.flush_delay - asyncio.get_running_loop().time()
+            if wait > 0:
+                if ts.complete:
+                    self._send(topic, ts, ts.complete)
+                ts.flush_handle = asyncio.get_running_loop().call_later(wait, self._flush_due, topic)
+                return
+        self.flush(topic)
 
     def flush(self, topic: str) -> None:
-        """Send the topic's pending events to its subscribers: one message, encoded once."""
+        """Send all the topic's pending events to its subscribers now."""
         ts = self.topics.get(topic)
         if ts is None:
             return
         if ts.flush_handle is not None:
             ts.flush_handle.cancel()
             ts.flush_handle = None
-        events, ts.pending = ts.pending, []
+        self._send(topic, ts, len(ts.pending))
+
+    def _send(self, topic: str, ts: TopicState, count: int) -> None:
+        """Send the first `count` pending events: one message, encoded once, shared."""
+        events = ts.pending[:count]
+        del ts.pending[:count]
+        ts.complete = max(0, ts.complete - count)
         if not events:
             return
+        started = asyncio.get_running_loop().time()
         if ts.subs:
             now = time.time()
             for e in events:
                 committed = _committed_epoch(e)
                 if committed is not None:
                     metrics.COMMIT_TO_PUSH.observe(max(0.0, now - committed))
+        if len(events) > 1 and any(e.entity == "membership" and e.op == "delete" for e in events):
+            # A removal takes effect at its own transaction: what came before it still
+            # reaches the removed user, nothing after it does. Rare: send each
+            # transaction of this batch as its own message.
+            start = 0
+            for i, e in enumerate(events):
+                if e.tx_last or i == len(events) - 1:
+                    self._deliver(topic, ts, events[start:i + 1])
+                    start = i + 1
+        else:
+            self._deliver(topic, ts, events)
+        # The coalescing window starts when the writes are done and lasts at least as
+        # long as they took: a topic with many subscribers spends at most about half the
+        # loop on its writes, and under load each write carries more transactions.
+        ts.flushed_at = asyncio.get_running_loop().time()
+        ts.window = max(self.coalesce, min(ts.flushed_at - started, MAX_WINDOW))
+
+    def _deliver(self, topic: str, ts: TopicState, events: list) -> None:
         revoked = revoked_users(events)
+        if revoked:
+            # Access ends before any later event: these subscribers never see this batch.
+            for sub in [sub for sub in ts.subs.values() if sub.sink.user_id in revoked]:
+                self._revoke(sub)
         shared: Prepared | None = None
         first, last = events[0].tpos, events[-1].tpos
+        whole = partial = 0
+        # The hot loop of fan-out: per subscriber only a comparison and one write of
+        # the shared, already framed message; metrics are counted once per flush.
         for sub in list(ts.subs.values()):
-            if sub.sink.user_id in revoked:
-                self._revoke(sub)
-                continue
             if not sub.live:
                 sub.buffer.extend(events)
-                continue
-            if last <= sub.last:
                 continue
             if first > sub.last:
                 if shared is None:
                     shared = Prepared(protocol.events(topic, [e.raw for e in events]))
                 sub.sink.send_prepared(shared)
-                metrics.EVENTS_DELIVERED.labels("live").inc(len(events))
-            else:
+                whole += 1
+                sub.last = last
+            elif last > sub.last:
                 # This subscriber already has some of them (it resumed from the outbox
                 # past what the broker had delivered): send only the rest.
                 rest = [e for e in events if e.tpos > sub.last]
                 sub.sink.send_prepared(Prepared(protocol.events(topic, [e.raw for e in rest])))
-                metrics.EVENTS_DELIVERED.labels("live").inc(len(rest))
-            sub.last = last
+                partial += len(rest)
+                sub.last = last
+        if whole or partial:
+            self._delivered_live.inc(whole * len(events) + partial)
 
     # -- subscriptions ---------------------------------------------------------------
 
@@ -281,6 +380,8 @@ class Hub:
         metrics.SUBSCRIPTIONS.inc()
 
         current = ts.tpos
+        if current is None and since == ts.read_tpos:
+            return self._go_live(sub, [], "live")
         if current is not None and since == current:
             return self._go_live(sub, [], "live")
         if current is not None and since < current:
@@ -289,7 +390,7 @@ class Hub:
                 return self._go_live(sub, recent, "recovered_ring")
 
         try:
-            result = await self.catchup.read(topic, since, self.max_recover_events + 1)
+            result = await asyncio.shield(self._read(ts, topic, since))
         except Exception:  # any database failure: the client must not be left guessing
             log.exception("catch-up read failed for %s since %s", topic, since)
             if sub.ended:
@@ -297,6 +398,9 @@ class Hub:
             return self._resync(sub, ts.tpos if ts.tpos is not None else since, "catch-up failed")
         if sub.ended:
             return "ended"
+        if ts.tpos is None and self.topics.get(topic) is ts:
+            # The read started under this state and nothing was routed since: see read_tpos.
+            ts.read_tpos = max(ts.read_tpos or 0, result.latest)
         if len(result.events) > self.max_recover_events:
             return self._resync(sub, max(result.latest, ts.tpos or 0), "too far behind")
         merged: dict[int, EventLike] = {}
@@ -315,6 +419,26 @@ class Hub:
         if expected - 1 < result.latest:
             return self._resync(sub, latest, "outbox rows pruned")
         return self._go_live(sub, events, "recovered_outbox" if events else "live")
+
+    def _read(self, ts: TopicState, topic: str, since: int) -> asyncio.Task:
+        """The catch-up read of `topic` after `since`, shared by every subscriber asking
+        for the same one while it runs, under the same topic state (its own task: one
+        subscriber's cancellation must not cancel the others' read)."""
+        key = (topic, since)
+        entry = self._reads.get(key)
+        if entry is not None and entry[1] is ts:
+            return entry[0]
+        task = asyncio.ensure_future(self.catchup.read(topic, since, self.max_recover_events + 1))
+        self._reads[key] = (task, ts)
+        task.add_done_callback(lambda t: self._read_done(key, t))
+        return task
+
+    def _read_done(self, key: tuple[str, int], task: asyncio.Task) -> None:
+        entry = self._reads.get(key)
+        if entry is not None and entry[0] is task:
+            del self._reads[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter handles it (or none was left)
 
     def _go_live(self, sub: Subscription, events: Sequence[EventLike], outcome: str) -> str:
         if sub.sink.user_id is not None and sub.sink.user_id in revoked_users(events):

@@ -5,6 +5,8 @@ import time
 
 
 class TokenBucket:
+    __slots__ = ("rate", "burst", "tokens", "stamp")  # one per connection
+
     def __init__(self, rate: float, burst: int, now: float | None = None):
         self.rate = rate
         self.burst = burst

@@ -10,6 +10,17 @@ tests/syncserver/test_sockjs_patches.py).
 2. Tornado 6 strips Content-Type from 204 responses; SockJS clients and the protocol
    expect xhr_send's 204 to keep "text/plain; charset=UTF-8".
 3. Cache-Control lacked "no-transform": a compressing proxy buffers streaming responses.
+4. A streaming response to an HTTP/1.0 keep-alive request has neither Content-Length nor
+   chunking, so only closing the connection ends it; upstream's `no_keep_alive` flag is
+   no longer read by Tornado 6, which kept the connection open: the client never saw the
+   response end (a response_limit rollover or a close frame stalled the session).
+5. A raw-WebSocket client (/websocket) got a close frame without the session's code and
+   reason (3000 "Go away!", 3000 "Server shutting down"): they are passed on now.
+6. The htmlfile and jsonp transports (off by default, see config.DEFAULT_DISABLED) now
+   refuse a callback name outside [A-Za-z0-9_.-] with 500 'invalid "callback"
+   parameter' (upstream reflected jsonp's verbatim and mangled htmlfile's: sockjs-client's
+   "_jp.<id>" became "jp<id>", so htmlfile never worked); jsonp bodies start with "/**/"
+   (Rosetta-Flash hardening), and a jsonp poll carries one frame like xhr (fault 1).
 
 Security hardening on the same classes: the origin allowlist on every HTTP transport,
 CORS preflight and WebSocket handshake; CORS headers only for an allowlisted Origin
@@ -19,9 +30,14 @@ iframe page (only needed by iframe-based fallbacks that bypass CORS) is not serv
 from __future__ import annotations
 
 import logging
+import re
+from asyncio import Future
+from types import MappingProxyType
 
-from sockjs.tornado import proto, static, transports
+import tornado.web
+from sockjs.tornado import proto, session, static, transports
 from sockjs.tornado.router import SockJSRouter
+from sockjs.tornado.transports.htmlfile import HTMLFILE_HEAD
 from sockjs.tornado.util import bytes_to_str
 from tornado.web import HTTPError
 
@@ -75,7 +91,73 @@ class SecureWebSocketMixin:
         return self.server.origin_policy.allows(origin)
 
 
-class XhrPollingTransport(SecureHTTPMixin, transports.XhrPollingTransport):
+_NO_ARGS = MappingProxyType({})
+
+
+def _done() -> Future:
+    f: Future = Future()
+    f.set_result(None)
+    return f
+
+
+class LeanWebSocketMixin:
+    """Memory of an idle websocket connection (thousands per process): keep only what
+    the open connection needs once the handshake is done.
+
+    - sockjs-tornado's `_execute` is a gen.coroutine that stays suspended for the whole
+      connection, holding a Runner, a generator frame, two Futures and the handshake
+      headers; the same checks done synchronously hand Tornado its own coroutine.
+    - After the handshake the request and response headers are emptied in place (the
+      suspended handshake frames still reference the objects), the request lets go of
+      the detached HTTP/1 connection, and the connection info keeps only the peer
+      address; no cookie jar is parsed.
+    """
+
+    def _execute(self, transforms, *args, **kwargs):
+        self._transforms = transforms
+        if self.request.method != "GET":
+            self.set_status(405)
+            self.set_header("Allow", "GET")
+            self.set_header("Connection", "Close")
+            self.finish("WebSocket only supports GET requests.")
+            return _done()
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            self.set_status(400)
+            self.set_header("Connection", "Close")
+            self.finish('Can "Upgrade" only to "WebSocket".')
+            return _done()
+        if "upgrade" not in [s.strip().lower() for s in self.request.headers.get("Connection", "").split(",")]:
+            self.set_status(400)
+            self.set_header("Connection", "Close")
+            self.finish('"Connection" must be "Upgrade".')
+            return _done()
+        return tornado.web.RequestHandler._execute(self, transforms, *args, **kwargs)
+
+    def get_conn_info(self):
+        # Only the IP is used after the handshake (by nobody for websockets, by
+        # xhr_send for polling sessions); path is kept for logs.
+        return session.ConnectionInfo(self.request.remote_ip, _NO_ARGS, _NO_ARGS, _NO_ARGS, self.request.path)
+
+    def open(self, *args, **kwargs):
+        super().open(*args, **kwargs)
+        _empty_headers(self.request.headers)
+        _empty_headers(self._headers)
+        # The HTTP/1 connection objects handed the stream over (detach) and are not
+        # used again; the request would keep them, their Futures and context alive.
+        self.request.connection = None
+        self.request.server_connection = None
+
+
+def _empty_headers(headers) -> None:
+    for name in ("_as_list", "_combined_cache", "_dict"):
+        d = getattr(headers, name, None)
+        if isinstance(d, dict):
+            d.clear()
+
+
+class OneFramePollMixin:
+    """For the polling transports (xhr, jsonp)."""
+
     def initialize(self, server):
         super().initialize(server)
         self._frame_written = False
@@ -89,6 +171,37 @@ class XhrPollingTransport(SecureHTTPMixin, transports.XhrPollingTransport):
             return
         self._frame_written = True
         super().send_pack(message, binary)
+
+
+class StreamingMixin:
+    """For the streaming transports (xhr_streaming, eventsource, htmlfile)."""
+
+    def initialize(self, server):
+        super().initialize(server)
+        # Fault 4: without Content-Length or chunking (HTTP/1.0) only a close delimits
+        # the body. Tornado 6 decides this per request in _disconnect_on_finish.
+        conn = self.request.connection
+        if self.request.version != "HTTP/1.1" and hasattr(conn, "_disconnect_on_finish"):
+            conn._disconnect_on_finish = True
+
+
+_CALLBACK = re.compile(r"[A-Za-z0-9_.\-]+\Z")
+
+
+class CallbackMixin:
+    """For the transports that put the `c` query parameter into script (htmlfile, jsonp)."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        callback = self.get_argument("c", None, strip=False)
+        if callback and not _CALLBACK.match(callback):  # fault 6; a missing one: upstream's 500
+            self.disable_cache()
+            self.set_status(500)
+            self.finish('invalid "callback" parameter')
+
+
+class XhrPollingTransport(SecureHTTPMixin, OneFramePollMixin, transports.XhrPollingTransport):
+    pass
 
 
 class XhrSendHandler(SecureHTTPMixin, transports.XhrSendHandler):
@@ -118,20 +231,44 @@ class XhrSendHandler(SecureHTTPMixin, transports.XhrSendHandler):
         super().post(session_id)
 
 
-class XhrStreamingTransport(SecureHTTPMixin, transports.XhrStreamingTransport):
+class XhrStreamingTransport(SecureHTTPMixin, StreamingMixin, transports.XhrStreamingTransport):
     pass
 
 
-class EventSourceTransport(SecureHTTPMixin, transports.EventSourceTransport):
+class EventSourceTransport(SecureHTTPMixin, StreamingMixin, transports.EventSourceTransport):
     pass
 
 
-class HtmlFileTransport(SecureHTTPMixin, transports.HtmlFileTransport):
-    pass
+class HtmlFileTransport(SecureHTTPMixin, CallbackMixin, StreamingMixin, transports.HtmlFileTransport):
+    def get(self, session_id):
+        # Upstream's get, with the (validated) callback used verbatim instead of
+        # stripped of "_" and ".", which broke sockjs-client's "_jp.<id>" (fault 6).
+        self._auto_finish = False
+        self.preflight()
+        self.handle_session_cookie()
+        self.disable_cache()
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        callback = self.get_argument("c", None)
+        if not callback:
+            self.set_status(500)
+            self.finish('"callback" parameter required')
+            return
+        self.write(HTMLFILE_HEAD % callback)
+        self.flush()
+        if not self._attach_session(session_id):
+            self.finish()
+            return
+        if self.session:
+            self.session.flush()
 
 
-class JSONPTransport(SecureHTTPMixin, transports.JSONPTransport):
-    pass
+class JSONPTransport(SecureHTTPMixin, CallbackMixin, OneFramePollMixin, transports.JSONPTransport):
+    def send_pack(self, message, binary=False):
+        # "/**/" first: a response that starts with the callback name can be made to
+        # parse as another content type (Rosetta Flash); sockjs-protocol asks for it.
+        if getattr(self, "callback", None) and not self.callback.startswith("/**/"):
+            self.callback = "/**/" + self.callback
+        super().send_pack(message, binary)
 
 
 class JSONPSendHandler(SecureHTTPMixin, transports.JSONPSendHandler):
@@ -155,12 +292,20 @@ class IFrameHandler(SecureHTTPMixin, static.IFrameHandler):
         raise HTTPError(404)
 
 
-class WebSocketTransport(SecureWebSocketMixin, transports.WebSocketTransport):
+class WebSocketTransport(LeanWebSocketMixin, SecureWebSocketMixin, transports.WebSocketTransport):
     pass
 
 
-class RawWebSocketTransport(SecureWebSocketMixin, transports.RawWebSocketTransport):
-    pass
+class RawWebSocketTransport(LeanWebSocketMixin, SecureWebSocketMixin, transports.RawWebSocketTransport):
+    def session_closed(self):
+        # Fault 5: pass the session's close code and reason on (upstream sent none).
+        code, reason = self.session.get_close_reason() if self.session is not None else (None, None)
+        try:
+            self.close(code, reason)
+        except IOError:
+            pass
+        finally:
+            self._detach()
 
 
 PATCHED = {

@@ -21,7 +21,7 @@ class TokenError(ValueError):
     """The token is malformed, forged or expired; the message says which."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per connection: no __dict__
 class Claims:
     user_id: int
     username: str

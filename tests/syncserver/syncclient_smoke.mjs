@@ -1,5 +1,6 @@
 // Node smoke test of portal/static/sync/syncclient.js with a fake SockJS and fetch:
-// resume since, duplicate dropping, transaction grouping, resync -> setPosition, status.
+// resume since, duplicate dropping, transaction grouping (recovered and multi-transaction
+// live messages), resync -> setPosition, status.
 globalThis.window = { addEventListener() {}, removeEventListener() {} };
 globalThis.navigator = { onLine: true };
 const sent = [];
@@ -17,9 +18,10 @@ await new Promise((r) => setTimeout(r, 20));
 const msg = (m) => sock.onmessage({ data: JSON.stringify(m) });
 msg({ type: "authed", user: "a" });
 msg({ type: "recovered", topic: "t", events: [{ tpos: 2, tx_last: true }, { tpos: 3 }, { tpos: 4, tx_last: true }, { tpos: 5, tx_last: true }] });
-msg({ type: "events", topic: "t", events: [{ tpos: 5, tx_last: true }, { tpos: 6, tx_last: true }] });
+// A live message of a busy topic: several whole transactions, each handed over alone.
+msg({ type: "events", topic: "t", events: [{ tpos: 5, tx_last: true }, { tpos: 6, tx_last: true }, { tpos: 7 }, { tpos: 8, tx_last: true }] });
 msg({ type: "resync", topic: "t", tpos: 9 });
 const ok = JSON.stringify(sent) === JSON.stringify([{ type: "auth", token: "tok" }, { type: "subscribe", topic: "t", since: 2 }, { type: "subscribe", topic: "t", since: 10 }])
-  && JSON.stringify(applied) === JSON.stringify([[3, 4], [5], [6]]) && statuses.join() === "connecting,live";
+  && JSON.stringify(applied) === JSON.stringify([[3, 4], [5], [6], [7, 8]]) && statuses.join() === "connecting,live";
 console.log(ok ? "OK" : "FAIL", JSON.stringify({ sent, applied, statuses }));
 c.stop();

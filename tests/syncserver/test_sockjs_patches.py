@@ -36,8 +36,8 @@ class CloseAtOnce(SockJSConnection):
 
 
 @asynccontextmanager
-async def serve(conn=Echo, patched=True):
-    settings = {"disabled_transports": ["htmlfile", "jsonp"], "jsessionid": False}
+async def serve(conn=Echo, patched=True, disabled=("htmlfile", "jsonp")):
+    settings = {"disabled_transports": list(disabled), "jsessionid": False}
     if patched:
         router = PatchedRouter(conn, "/echo", settings, OriginPolicy({ORIGIN}))
     else:
@@ -181,3 +181,98 @@ async def test_websocket_raw_and_framed_echo():
         assert await f.read_message() == 'a["b"]'
         await f.write_message("[broken")  # SockJS: broken framing ends the connection
         assert await asyncio.wait_for(f.read_message(), 5) is None
+
+
+async def raw_http(base: str, request: bytes, timeout: float) -> tuple[bytes, bool]:
+    """Send one raw HTTP request; return what came back and whether the server closed
+    the connection (EOF) within `timeout`."""
+    host, port = base.split("//")[1].split("/")[0].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    data, eof = b"", False
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), timeout)
+            if not chunk:
+                eof = True
+                break
+            data += chunk
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        writer.close()
+    return data, eof
+
+
+def http10_streaming_request(base: str) -> bytes:
+    path = base.split("//")[1].split("/", 1)[1]
+    return (f"POST /{path}/{session_path()}/xhr_streaming HTTP/1.0\r\n"
+            "Connection: Keep-Alive\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+async def test_fault4_http10_keepalive_streaming_response_ends_with_the_connection():
+    # No Content-Length and no chunking on HTTP/1.0: only a close can end the body.
+    async with serve(CloseAtOnce) as (base, http):
+        data, eof = await raw_http(base, http10_streaming_request(base), timeout=5)
+    assert eof, "the server kept the connection open after finishing the response"
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"Content-Length" not in head and b"Transfer-Encoding" not in head
+    assert body == b"h" * 2048 + b"\n" + b"o\n" + b'c[3000,"Go away!"]\n'
+
+
+async def test_fault4_is_real_in_upstream():
+    async with serve(CloseAtOnce, patched=False) as (base, http):
+        data, eof = await raw_http(base, http10_streaming_request(base), timeout=1.5)
+    assert data.endswith(b'c[3000,"Go away!"]\n') and not eof
+
+
+async def test_fault5_raw_websocket_close_carries_the_session_code_and_reason():
+    async with serve(CloseAtOnce) as (base, http):
+        ws = await websocket_connect(base.replace("http://", "ws://") + "/websocket")
+        assert await asyncio.wait_for(ws.read_message(), 5) is None
+        assert (ws.close_code, ws.close_reason) == (3000, "Go away!")
+
+
+async def test_fault6_jsonp_callback_is_validated_and_prefixed():
+    async with serve(disabled=()) as (base, http):
+        path = f"{base}/{session_path()}"
+        # sockjs-client's own callback names look like this one.
+        opened = await http.fetch(f"{path}/jsonp?c=_jp.a1b2-c")
+        assert opened.body == b'/**/_jp.a1b2-c("o");\r\n'
+        sent = await http.fetch(post(f"{path}/jsonp_send", b"d=%5B%22x%22%5D",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"}))
+        assert sent.body == b"ok"
+        assert (await http.fetch(f"{path}/jsonp?c=cb")).body == b'/**/cb("a[\\"x\\"]");\r\n'
+        for bad in ("alert(1)", "x%3Balert(1)", "%20", "a%0Ab", "%3Cscript%3E"):
+            r = await http.fetch(f"{base}/{session_path()}/jsonp?c={bad}", raise_error=False)
+            assert (r.code, r.body) == (500, b'invalid "callback" parameter'), bad
+            assert r.headers["Cache-Control"] == NO_CACHE
+
+
+async def test_fault6_jsonp_session_closed_in_on_open_answers_one_frame_per_poll(caplog):
+    async with serve(CloseAtOnce, disabled=()) as (base, http):
+        url = f"{base}/{session_path()}/jsonp?c=x"
+        assert (await http.fetch(HTTPRequest(url, request_timeout=5))).body == b'/**/x("o");\r\n'
+        closed = await http.fetch(HTTPRequest(url, request_timeout=5))
+        assert closed.body == b'/**/x("c[3000,\\"Go away!\\"]");\r\n'
+    assert "Content-Length" not in caplog.text
+
+
+async def test_fault6_htmlfile_keeps_a_valid_callback_verbatim_and_refuses_others():
+    async with serve(disabled=()) as (base, http):
+        for bad in ("x%3Balert(1)", "a%20b"):
+            r = await http.fetch(f"{base}/{session_path()}/htmlfile?c={bad}", raise_error=False)
+            assert (r.code, r.body) == (500, b'invalid "callback" parameter'), bad
+        chunks: list[bytes] = []
+        got_open = asyncio.Event()
+
+        def on_chunk(c):
+            chunks.append(c)
+            if b'p("o");' in b"".join(chunks):
+                got_open.set()
+
+        stream = asyncio.ensure_future(http.fetch(HTTPRequest(
+            f"{base}/{session_path()}/htmlfile?c=_jp.a1b2", streaming_callback=on_chunk, request_timeout=10)))
+        await asyncio.wait_for(got_open.wait(), 5)
+        stream.cancel()
+        assert b"var c = parent._jp.a1b2;" in b"".join(chunks)

@@ -85,7 +85,8 @@ def test_config_defaults_and_validation():
     for bad in ({"SYNC_PORT": "x"}, {"SYNC_PORT": "70000"}, {"SYNC_BROKER_URL": "http://x"},
                 {"SYNC_TOKEN_SECRET": ""}, {"SYNC_ALLOWED_ORIGINS": "*"}, {"SYNC_ALLOWED_ORIGINS": ""},
                 {"SYNC_TRANSPORTS": "websocket", "SYNC_DISABLED_TRANSPORTS": "xhr"}, {"SYNC_TRANSPORTS": "carrier-pigeon"},
-                {"SYNC_MAX_SUBSCRIPTIONS": "0"}, {"SYNC_RECENT_EVENTS": "-1"}, {"SYNC_MAX_MESSAGE_BYTES": "10"}):
+                {"SYNC_MAX_SUBSCRIPTIONS": "0"}, {"SYNC_RECENT_EVENTS": "-1"}, {"SYNC_MAX_MESSAGE_BYTES": "10"},
+                {"SYNC_COALESCE_MS": "1001"}, {"SYNC_COALESCE_MS": "x"}):
         with pytest.raises(ConfigError):
             from_env({**ENV, **bad})
 
@@ -139,7 +140,7 @@ class FakeCatchUp:
 
 
 async def test_routing_encodes_once_per_topic_and_groups_transactions():
-    hub = Hub(FakeCatchUp())
+    hub = Hub(FakeCatchUp(), flush_delay=0.01)
     a, b, other = Sink(), Sink(2), Sink(3)
     await hub.subscribe(a, "t", 0)
     await hub.subscribe(b, "t", 0)
@@ -180,7 +181,7 @@ async def test_resume_from_ring_outbox_and_resync():
 async def test_live_events_during_catch_up_are_merged_without_gaps_or_duplicates():
     cu = FakeCatchUp([ev(i) for i in range(1, 4)], latest=3)
     cu.gate = asyncio.Event()
-    hub = Hub(cu, recent_events=0)
+    hub = Hub(cu, recent_events=0, coalesce=0)  # every transaction flushed as it arrives
     s = Sink()
     task = asyncio.ensure_future(hub.subscribe(s, "t", 0))
     await asyncio.sleep(0)
@@ -200,15 +201,29 @@ async def test_revocation_and_unsubscribe():
     for s in (alice, bob):
         await hub.subscribe(s, "t", 0)
     hub.on_event(ev(1, entity="membership", op="update", data={"user_id": 7, "role": "viewer"}))
+    # 2 and 3 arrive within one coalescing window: one batch, yet alice's access ends at 2.
     hub.on_event(ev(2, entity="membership", op="delete", data={"user_id": 7}))
-    assert alice.got[-1] == {"type": "revoked", "topic": "t"} and alice.tpos() == [1]
     hub.on_event(ev(3))
-    assert alice.tpos() == [1] and bob.tpos() == [1, 2, 3]
+    await asyncio.sleep(0.03)
+    assert alice.got[-1] == {"type": "revoked", "topic": "t"} and alice.tpos() == [1]
+    assert bob.tpos() == [1, 2, 3]
     assert hub.unsubscribe(bob, "t") and not hub.unsubscribe(bob, "t")
     hub.on_event(ev(4))
+    await asyncio.sleep(0.03)
     assert bob.tpos() == [1, 2, 3]
     assert revoked_users([ev(1, entity="membership", op="delete", data={"user_id": 1}),
                           ev(2, entity="membership", op="insert", data={"user_id": 1})]) == set()
+
+
+async def test_removal_then_re_add_in_one_batch_still_ends_the_subscription():
+    hub = Hub(FakeCatchUp())
+    alice = Sink(7)
+    await hub.subscribe(alice, "t", 0)
+    hub.on_event(ev(1))
+    hub.on_event(ev(2, entity="membership", op="delete", data={"user_id": 7}))
+    hub.on_event(ev(3, entity="membership", op="insert", data={"user_id": 7}))
+    await asyncio.sleep(0.03)
+    assert alice.tpos() == [1] and alice.got[-1] == {"type": "revoked", "topic": "t"}
 
 
 async def test_closed_connection_is_dropped_even_mid_catch_up():

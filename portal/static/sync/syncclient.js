@@ -196,7 +196,8 @@ export class SyncClient {
   }
 
   // Drop what was already applied (tpos <= last), then hand over whole transactions:
-  // a live "events" message is one transaction; a "recovered" list is split at tx_last.
+  // both "events" (live; a busy topic's message carries several whole transactions) and
+  // "recovered" are split at tx_last.
   _deliver(sub, events) {
     const fresh = events.filter((e) => e.tpos > sub.last);
     if (!fresh.length) return;
