@@ -32,6 +32,9 @@ def embedded_url() -> str:
     import psycopg
 
     if _embedded is None:
+        # pgserver logs its handle bookkeeping at INFO from an atexit hook, after test
+        # runners have closed their streams ("--- Logging error ---" noise at exit).
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
         EMBEDDED_PGDATA.mkdir(exist_ok=True)
         # cleanup_mode=None: the server outlives this process, so the daemons that
         # `make run` starts (and a second `make run`) share it; stop with `make stop-db`.
