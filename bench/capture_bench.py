@@ -7,7 +7,9 @@ The product promises that capture costs writers at most 10% of their transaction
 measures exactly that, with pgbench (a C client, so the client's own cost neither hides nor
 inflates the server-side difference): single-row INSERT and single-row UPDATE transactions
 (autocommit) into `bench_item` (tracked by outbox_track) and `plain_item` (same columns, no
-triggers), back to back in each round. The overhead reported is the median over rounds of
+triggers), back to back in each round, together with issue 3's two reference designs
+(`ref_item`: a minimal row trigger inserting the outbox row; `refn_item`: the same plus a
+pg_notify per transaction), so that ours is seen next to what any outbox row costs here. The overhead reported is the median over rounds of
 1 - capture/no-capture, so a machine whose speed drifts (other load) skews it little. It also
 reports the capture triggers' per-row time from EXPLAIN ANALYZE of a 10,000-row INSERT ... SELECT.
 
@@ -44,6 +46,32 @@ SCRIPTS = {
     "update": "\\set id :client_id + 1\nUPDATE {t} SET done = NOT done WHERE id = :id;\n",
 }
 MAX_WRITERS = 64
+# plain_item: no capture. bench_item: ours (outbox_track). ref_item / refn_item: issue 3's
+# reference designs on this machine: "a row trigger inserting the outbox row" (into a twin
+# of the outbox with its columns, defaults and indexes, none of our triggers), without and
+# with a pg_notify in every writing transaction.
+TABLES = ("plain_item", "bench_item", "ref_item", "refn_item")
+REFERENCE_DDL = """
+CREATE TABLE ref_outbox (LIKE outbox INCLUDING ALL);
+CREATE FUNCTION ref_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        INSERT INTO ref_outbox (topic, entity, entity_id, op, data)
+        VALUES ('checklist:' || NEW.checklist_id, 'item', NEW.id::text, 'update', to_jsonb(NEW));
+    ELSE
+        INSERT INTO ref_outbox (topic, entity, entity_id, op, data)
+        VALUES ('checklist:' || NEW.checklist_id, 'item', NEW.id::text, 'insert', to_jsonb(NEW));
+    END IF;
+    IF TG_ARGV[0] = 'notify' THEN
+        PERFORM pg_notify('ref_outbox', '');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER ref_capture AFTER INSERT OR UPDATE ON ref_item FOR EACH ROW EXECUTE FUNCTION ref_capture('none');
+CREATE TRIGGER ref_capture AFTER INSERT OR UPDATE ON refn_item FOR EACH ROW EXECUTE FUNCTION ref_capture('notify');
+"""
+VARIANTS = {"bench_item": "ours", "ref_item": "reference", "refn_item": "reference+notify"}
 
 
 def make_db(admin_url: str, name: str, upto: str | None) -> str:
@@ -55,10 +83,11 @@ def make_db(admin_url: str, name: str, upto: str | None) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         for f in files:
             conn.execute(f.read_text())
-        for t in ("bench_item", "plain_item"):
+        for t in TABLES:
             conn.execute(TABLE_DDL.format(t=t))
             conn.execute(f"INSERT INTO {t} (checklist_id, text) SELECT g, 'row ' || g FROM generate_series(1, {MAX_WRITERS}) g")
         conn.execute("SELECT outbox_track('bench_item', 'item', 'checklist_id', 'checklist')")
+        conn.execute(REFERENCE_DDL)
     return url
 
 
@@ -94,16 +123,18 @@ def trigger_time_per_row(url: str, rows: int = 10_000) -> dict:
     return out
 
 
-def measure(url: str, scripts: dict[str, Path], n: int, seconds: int, sync_off: bool) -> tuple[float, float]:
-    """One round: (no-capture tx/s, capture tx/s), back to back, so both see the same machine."""
+def measure(url: str, scripts: dict[str, Path], n: int, seconds: int, sync_off: bool) -> dict[str, float]:
+    """One round: tx/s per table, back to back, so all see the same machine."""
     out = {}
     for t, script in scripts.items():
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("TRUNCATE outbox")
+            if t != "bench_item":
+                conn.execute("TRUNCATE ref_outbox")
             conn.execute(f"DELETE FROM {t} WHERE id > {MAX_WRITERS}")
             conn.execute(f"VACUUM {t}")
         out[t] = pgbench(url, script, n, seconds, sync_off)
-    return out["plain_item"], out["bench_item"]
+    return out
 
 
 def run(schemas: dict[str, str], writers: list[int], seconds: int, rounds: int, sync_off: bool,
@@ -118,26 +149,32 @@ def run(schemas: dict[str, str], writers: list[int], seconds: int, rounds: int, 
     with tempfile.TemporaryDirectory() as tmp:
         for kind, text in SCRIPTS.items():
             scripts = {}
-            for t in ("plain_item", "bench_item"):
+            for t in TABLES:
                 scripts[t] = Path(tmp) / f"{kind}_{t}.sql"
                 scripts[t].write_text(text.format(t=t))
             for n in writers:
-                pairs: dict[str, list[tuple[float, float]]] = {label: [] for label in labels}
+                rounds_of: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
                 for r in range(rounds):
                     for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-                        ordered = scripts if r % 2 == 0 else dict(reversed(list(scripts.items())))
-                        pairs[label].append(measure(schemas[label], ordered, n, seconds, sync_off))
+                        order = list(scripts)[r % len(scripts):] + list(scripts)[:r % len(scripts)]
+                        rounds_of[label].append(measure(schemas[label], {t: scripts[t] for t in order}, n,
+                                                        seconds, sync_off))
                 for label in labels:
-                    plain = [p for p, _ in pairs[label]]
-                    tracked = [c for _, c in pairs[label]]
-                    overhead = statistics.median(1 - c / p for p, c in pairs[label])
+                    got = rounds_of[label]
                     row = {"schema": label, "workload": kind, "writers": n,
-                           "no_capture_tps": round(statistics.median(plain)),
-                           "capture_tps": round(statistics.median(tracked)),
-                           "overhead_pct": round(100 * overhead, 1),
-                           "rounds": [[round(p), round(c)] for p, c in pairs[label]]}
+                           "no_capture_tps": round(statistics.median(g["plain_item"] for g in got))}
+                    for t, name in VARIANTS.items():
+                        key = "capture" if name == "ours" else name.replace("+", "_")
+                        row[f"{key}_tps"] = round(statistics.median(g[t] for g in got))
+                        row[f"{key}_overhead_pct"] = round(
+                            100 * statistics.median(1 - g[t] / g["plain_item"] for g in got), 1)
+                    row["overhead_pct"] = row["capture_overhead_pct"]
+                    row["rounds"] = [{t: round(v) for t, v in g.items()} for g in got]
                     print(f"{label:>8} {kind:>6} writers={n:>2}  no capture {row['no_capture_tps']:>6} tx/s"
-                          f"  capture {row['capture_tps']:>6} tx/s  overhead {row['overhead_pct']:>5}%", flush=True)
+                          f"  ours {row['capture_tps']:>6} ({row['overhead_pct']:>5}%)"
+                          f"  reference {row['reference_tps']:>6} ({row['reference_overhead_pct']:>5}%)"
+                          f"  reference+notify {row['reference_notify_tps']:>6}"
+                          f" ({row['reference_notify_overhead_pct']:>5}%)", flush=True)
                     results.append(row)
     return results
 

@@ -13,7 +13,6 @@ import statistics
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
@@ -38,7 +37,30 @@ def make_db(admin_url: str) -> str:
         conn.execute("CREATE TABLE bench_item (id bigserial PRIMARY KEY, checklist_id int NOT NULL,"
                      " text text NOT NULL, version bigint NOT NULL DEFAULT 0)")
         conn.execute("SELECT outbox_track('bench_item', 'item', 'checklist_id', 'checklist')")
+        conn.execute(REFERENCE_DDL)
     return url
+
+
+# The reference designs issue 3 quotes, built here so that they are measured on the same
+# machine in the same run as ours: "a row trigger inserting the outbox row" (into a twin of
+# the outbox table, with the same columns, defaults and indexes, but none of our triggers:
+# no doorbell, no provenance, no `changed`), optionally with a pg_notify in every writing
+# transaction (the doorbell design the issue rules out).
+REFERENCE_DDL = """
+CREATE TABLE ref_outbox (LIKE outbox INCLUDING ALL);
+CREATE TABLE ref_item (LIKE bench_item INCLUDING ALL);
+CREATE FUNCTION ref_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO ref_outbox (topic, entity, entity_id, op, data)
+    VALUES ('checklist:' || NEW.checklist_id, 'item', NEW.id::text, 'insert', to_jsonb(NEW));
+    IF TG_ARGV[0] = 'notify' THEN
+        PERFORM pg_notify('ref_outbox', '');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER ref_capture AFTER INSERT ON ref_item FOR EACH ROW EXECUTE FUNCTION ref_capture('none');
+"""
 
 
 class Stack:
@@ -75,7 +97,7 @@ class Counter:
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.sock.connect(url)
         self.count = 0
-        self.lags: list[float] = []
+        self.arrivals: dict[int, float] = {}  # event seq -> epoch s it arrived
         self.record_lag = False
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -91,9 +113,8 @@ class Counter:
                 continue
             self.count += 1
             if self.record_lag:
-                doc = json.loads(raw)
-                ts = datetime.strptime(doc["committed_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-                self.lags.append(time.time() - ts.timestamp())
+                now = time.time()
+                self.arrivals[json.loads(raw)["data"]["seq"]] = now
 
     def close(self) -> None:
         self._stop.set()
@@ -128,9 +149,10 @@ def bench_drain(stack: Stack, rows: int) -> dict:
     time.sleep(0.5)
     counter.close()
     stack.stop_relay()
+    reference = reference_claim(stack.url, rows)
     return {"rows": rows, "insert_commit_rows_per_s": round(rows / insert_s),
             "drain_events_per_s": round(rows / drain_s), "drain_seconds": round(drain_s, 3),
-            "received_by_subscriber": counter.count}
+            "received_by_subscriber": counter.count, "reference_claim_rows_per_s": reference["rows_per_s"]}
 
 
 def bench_latency(stack: Stack, rate: float, seconds: float) -> dict:
@@ -138,30 +160,59 @@ def bench_latency(stack: Stack, rate: float, seconds: float) -> dict:
     counter = Counter(stack.back)
     counter.record_lag = True
     n = int(rate * seconds)
+    committed: dict[int, float] = {}
     with psycopg.connect(stack.url, autocommit=True) as conn:
         start = time.perf_counter()
         for i in range(n):
-            conn.execute("SELECT outbox_emit('checklist:1', 'bench', '{}')")
+            conn.execute("SELECT outbox_emit('checklist:1', 'bench', jsonb_build_object('seq', %s::int))", (i,))
+            committed[i] = time.time()  # COMMIT has returned (autocommit): the writer's commit time
             delay = start + (i + 1) / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
     time.sleep(1.0)
     counter.close()
     stack.stop_relay()
-    lags = sorted(counter.lags)
+    lags = sorted(counter.arrivals[i] - t for i, t in committed.items() if i in counter.arrivals)
     q = statistics.quantiles(lags, n=100) if len(lags) > 2 else [0] * 99
     return {"rate": rate, "events": n, "received": len(lags), "p50_ms": round(q[49] * 1000, 2),
             "p99_ms": round(q[98] * 1000, 2), "max_ms": round(lags[-1] * 1000, 2) if lags else None}
 
 
-def writer_tps(url: str, writers: int, seconds: float) -> float:
+def reference_claim(url: str, rows: int, batch: int = 2000) -> dict:
+    """Issue 3's yardstick: "a batched claim UPDATE ... RETURNING of 2,000 rows at a time"
+    on a backlog of `rows`, alone (no sequencing rules, no envelope, no publishing), on a
+    twin of the outbox table with the same indexes."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE ref_outbox")
+        conn.execute("INSERT INTO ref_outbox (topic, entity, entity_id, op, data)"
+                     " SELECT 'checklist:' || (g %% 50), 'bench', g::text, 'event',"
+                     " jsonb_build_object('i', g, 'text', 'some text') FROM generate_series(1, %s) g", (rows,))
+        conn.execute("VACUUM ANALYZE ref_outbox")
+        done = 0
+        t0 = time.perf_counter()
+        while True:
+            got = conn.execute(
+                "UPDATE ref_outbox o SET pos = %s + s.n, sequenced_at = clock_timestamp()"
+                " FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM ref_outbox"
+                "       WHERE pos IS NULL ORDER BY id LIMIT %s) s"
+                " WHERE o.id = s.id RETURNING o.pos, o.topic, o.data::text", (done, batch)).fetchall()
+            if not got:
+                break
+            done += len(got)
+        seconds = time.perf_counter() - t0
+        conn.execute("TRUNCATE ref_outbox")
+    return {"rows": done, "batch": batch, "rows_per_s": round(done / seconds)}
+
+
+def writer_tps(url: str, writers: int, seconds: float, table: str = "bench_item") -> float:
     done = [0] * writers
     stop = time.perf_counter() + seconds
+    sql = f"INSERT INTO {table} (checklist_id, text) VALUES (%s, 'x')"
 
     def work(k: int) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             while time.perf_counter() < stop:
-                conn.execute("INSERT INTO bench_item (checklist_id, text) VALUES (%s, 'x')", (k,))
+                conn.execute(sql, (k,))
                 done[k] += 1
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(writers)]
@@ -186,6 +237,12 @@ def bench_writers(stack: Stack, counts: list[int], seconds: float) -> list[dict]
         with psycopg.connect(stack.url, autocommit=True) as conn:
             conn.execute("UPDATE outbox_doorbell SET armed = %s", (armed,))
 
+    def reference(notify: bool) -> None:
+        with psycopg.connect(stack.url, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER ref_capture ON ref_item")
+            conn.execute("CREATE TRIGGER ref_capture AFTER INSERT ON ref_item FOR EACH ROW"
+                         f" EXECUTE FUNCTION ref_capture('{'notify' if notify else 'none'}')")
+
     for n in counts:
         row = {"writers": n}
         triggers(False)
@@ -200,8 +257,12 @@ def bench_writers(stack: Stack, counts: list[int], seconds: float) -> list[dict]
         doorbell(False)
         row["capture_no_notify_tps"] = round(writer_tps(stack.url, n, seconds))
         doorbell(True)
+        row["reference_trigger_tps"] = round(writer_tps(stack.url, n, seconds, "ref_item"))
+        reference(notify=True)
+        row["reference_trigger_notify_tps"] = round(writer_tps(stack.url, n, seconds, "ref_item"))
+        reference(notify=False)
         with psycopg.connect(stack.url, autocommit=True) as conn:  # keep the next round's relay start cheap
-            conn.execute("TRUNCATE outbox")
+            conn.execute("TRUNCATE outbox, ref_outbox")
         out.append(row)
     return out
 
@@ -222,14 +283,16 @@ def main() -> None:
     result = {"drain": drain, "latency": latency, "writers": writers}
     print(f"(a) drain {drain['rows']} rows: {drain['drain_events_per_s']} events/s sequenced+published "
           f"({drain['drain_seconds']} s; subscriber received {drain['received_by_subscriber']}); "
-          f"insert+commit rate {drain['insert_commit_rows_per_s']} rows/s")
-    print(f"(b) latency at {latency['rate']}/s: p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, "
+          f"insert+commit rate {drain['insert_commit_rows_per_s']} rows/s; the reference claim alone"
+          f" (UPDATE ... RETURNING, 2,000 rows a time) {drain['reference_claim_rows_per_s']} rows/s")
+    print(f"(b) commit-to-subscriber latency at {latency['rate']}/s: p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, "
           f"max {latency['max_ms']} ms ({latency['received']}/{latency['events']} received)")
     print("(c) writer transactions/s (single-row insert+commit into a tracked table)")
-    cols = ["writers", "no_capture_tps", "capture_relay_running_tps", "capture_doorbell_always_armed_tps", "capture_no_notify_tps"]
-    print(" | ".join(f"{c:>34}" if i else f"{c:>7}" for i, c in enumerate(cols)))
+    cols = ["writers", "no_capture_tps", "capture_relay_running_tps", "capture_doorbell_always_armed_tps",
+            "capture_no_notify_tps", "reference_trigger_tps", "reference_trigger_notify_tps"]
+    print(" | ".join(c for c in cols))
     for row in writers:
-        print(" | ".join(f"{row[c]:>34}" if i else f"{row[c]:>7}" for i, c in enumerate(cols)))
+        print(" | ".join(f"{row[c]:>{len(c)}}" for c in cols))
     out = ROOT / "bench" / "results" / "relay.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

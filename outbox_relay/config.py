@@ -28,6 +28,7 @@ class RelayConfig:
     metrics_port: int = 9101                    # 0 disables the Prometheus endpoint
     max_event_bytes: int = 1_000_000            # data larger than this makes a poison row
     connect_delay: float = 0.2                  # wait after connecting to the broker (slow joiner)
+    claim_interval: float = 0.002               # seconds between claims of a trickle (see relay._drain)
     name: str = ""                              # this relay's name in status; default host:pid
     log_level: str = "INFO"
 
@@ -80,6 +81,7 @@ _RELAY_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "OUTBOX_RELAY_METRICS_PORT": ("metrics_port", _port),
     "OUTBOX_RELAY_MAX_EVENT_BYTES": ("max_event_bytes", _positive(int)),
     "OUTBOX_RELAY_CONNECT_DELAY": ("connect_delay", _positive(float, allow_zero=True)),
+    "OUTBOX_RELAY_CLAIM_INTERVAL": ("claim_interval", _positive(float, allow_zero=True)),
     "OUTBOX_RELAY_NAME": ("name", str),
     "OUTBOX_RELAY_LOG_LEVEL": ("log_level", _level),
 }

@@ -227,8 +227,24 @@ class PruneResult:
     cutoff: datetime
 
 
-PRUNABLE = ("o.pos IS NOT NULL AND o.pos <= (SELECT published_pos FROM outbox_relay_state WHERE id = 1)"
-            " AND o.sequenced_at < %s")
+# One step of prune's walk along the pos index: the next `chunk` published rows after
+# pos `after`, and those of them sequenced before the cutoff deleted (unless a dry run).
+# Rows are sequenced in pos order, so sequenced_at grows with pos: the walk ends at the
+# first younger row. There is no index on sequenced_at (migrations/0005_drain_index.sql:
+# the claim would pay for it on every row). Never beyond published_pos: never an
+# unpublished row.
+PRUNE_STEP = """
+WITH walk AS (
+    SELECT o.id, o.pos, o.sequenced_at < %(cutoff)s AS old
+      FROM outbox o
+     WHERE o.pos > %(after)s AND o.pos <= (SELECT published_pos FROM outbox_relay_state WHERE id = 1)
+     ORDER BY o.pos
+     LIMIT %(chunk)s
+), gone AS (
+    DELETE FROM outbox o USING walk w WHERE o.id = w.id AND w.old AND NOT %(dry_run)s RETURNING o.id
+)
+SELECT count(*), count(*) FILTER (WHERE w.old), coalesce(max(w.pos), 0), (SELECT count(*) FROM gone) FROM walk w
+"""
 
 
 def prune(dsn: str, older_than: timedelta, *, dry_run: bool = False, chunk: int = 10_000,
@@ -236,23 +252,20 @@ def prune(dsn: str, older_than: timedelta, *, dry_run: bool = False, chunk: int 
     """Delete published rows sequenced before now - older_than; never an unpublished row."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         cutoff = conn.execute("SELECT clock_timestamp() - %s", (older_than,)).fetchone()[0]
-        if dry_run:
-            n = conn.execute(f"SELECT count(*) FROM outbox o WHERE {PRUNABLE}", (cutoff,)).fetchone()[0]
-            return PruneResult(int(n), True, cutoff)
-        deleted = 0
+        found, after = 0, 0
         while True:
             # Small transactions: a long prune must not hold locks or bloat one transaction.
-            cur = conn.execute(
-                f"DELETE FROM outbox WHERE id IN (SELECT o.id FROM outbox o WHERE {PRUNABLE} LIMIT %s)",
-                (cutoff, chunk),
-            )
-            deleted += cur.rowcount
-            if on_progress:
-                on_progress(deleted)
-            if cur.rowcount < chunk:
+            seen, old, last, _deleted = conn.execute(
+                PRUNE_STEP, {"cutoff": cutoff, "after": after, "chunk": chunk, "dry_run": dry_run}).fetchone()
+            found += old
+            if on_progress and not dry_run:
+                on_progress(found)
+            if seen < chunk or old < seen:
                 break
-    log.info("pruned deleted=%d cutoff=%s", deleted, cutoff.isoformat())
-    return PruneResult(deleted, False, cutoff)
+            after = last
+    if not dry_run:
+        log.info("pruned deleted=%d cutoff=%s", found, cutoff.isoformat())
+    return PruneResult(found, dry_run, cutoff)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

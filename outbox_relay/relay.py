@@ -186,6 +186,23 @@ class Relay:
                 total += len(rows)
                 await sequencer.record_published(conn, self.published_pos)
                 return total
+            if len(rows) < self.config.batch_size:
+                # A short batch: the claim found no more rows. Publish at once; starting the
+                # next claim first would delay this batch by its send (~0.4 ms of p50 at
+                # 100 events/s) to overlap a claim that will most likely find nothing.
+                self._publish(publisher, rows)
+                metrics.BATCHES.inc()
+                total += len(rows)
+                # Under a steady trickle, claiming again at once finds a row or two each
+                # time, and every claim costs a durable commit and ~0.5 ms of CPU that the
+                # writers share. Waiting claim_interval lets rows gather: at most
+                # 1/claim_interval claims a second, each taking all that arrived meanwhile.
+                # An isolated event is not delayed: its claim comes straight from the ring.
+                await _sleep_or_stop(stop, self.config.claim_interval)
+                if stop.is_set():
+                    return total
+                rows = await self._claim(conn)
+                continue
             following = asyncio.ensure_future(self._claim(conn))
             try:
                 await asyncio.sleep(0)  # let the next claim reach PostgreSQL before we publish

@@ -95,6 +95,21 @@ def test_prune_deletes_only_old_published_rows(db_url):
     assert left == {"sequenced-not-published": 2, "unsequenced": 2, "recent": 1}
 
 
+def test_prune_walks_positions_in_chunks_and_stops_at_the_first_younger_row(db_url):
+    emit(db_url, 5, topic="old")
+    emit(db_url, 3, topic="young")
+    sequence_all(db_url, publish=True)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE outbox SET sequenced_at = now() - interval '10 days' WHERE topic = 'old'")
+        assert operations.prune(db_url, timedelta(days=7), dry_run=True, chunk=2).deleted == 5
+        progress: list[int] = []
+        assert operations.prune(db_url, timedelta(days=7), chunk=2, on_progress=progress.append).deleted == 5
+        assert progress == [2, 4, 5]
+        left = dict(conn.execute("SELECT topic, count(*) FROM outbox GROUP BY topic").fetchall())
+        assert left == {"young": 3}
+        assert operations.prune(db_url, timedelta(days=7), chunk=2).deleted == 0
+
+
 def test_status_and_management_commands(db_url):
     emit(db_url, 2, topic="t:s")
     with psycopg.connect(db_url, autocommit=True) as conn:

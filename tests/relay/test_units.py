@@ -72,8 +72,8 @@ def test_relay_config_defaults_and_parsing():
     assert RelayConfig().batch_size == 2000 and RelayConfig().poll_interval == 1.0
     assert RelayConfig().metrics_port == 9101 and RelayConfig().broker_url == "tcp://127.0.0.1:5557"
     cfg = relay_config({"OUTBOX_RELAY_BATCH_SIZE": "10", "OUTBOX_RELAY_POLL_INTERVAL": "0.25",
-                        "OUTBOX_RELAY_METRICS_PORT": "0", "UNRELATED": "x"})
-    assert (cfg.batch_size, cfg.poll_interval, cfg.metrics_port) == (10, 0.25, 0)
+                        "OUTBOX_RELAY_METRICS_PORT": "0", "OUTBOX_RELAY_CLAIM_INTERVAL": "0", "UNRELATED": "x"})
+    assert (cfg.batch_size, cfg.poll_interval, cfg.metrics_port, cfg.claim_interval) == (10, 0.25, 0, 0.0)
 
 
 @pytest.mark.parametrize("env, needle", [
@@ -81,6 +81,7 @@ def test_relay_config_defaults_and_parsing():
     ({"OUTBOX_RELAY_BATCH_SIZE": "lots"}, "OUTBOX_RELAY_BATCH_SIZE"),
     ({"OUTBOX_RELAY_POLL_INTERVAL": "-1"}, "OUTBOX_RELAY_POLL_INTERVAL"),
     ({"OUTBOX_RELAY_METRICS_PORT": "70000"}, "OUTBOX_RELAY_METRICS_PORT"),
+    ({"OUTBOX_RELAY_CLAIM_INTERVAL": "-0.002"}, "OUTBOX_RELAY_CLAIM_INTERVAL"),
     ({"OUTBOX_RELAY_BROKER_URL": "localhost:5557"}, "OUTBOX_RELAY_BROKER_URL"),
     ({"OUTBOX_RELAY_BATCHSIZE": "5"}, "unknown setting"),
 ])

@@ -1,0 +1,11 @@
+-- Drain speed: the claim no longer maintains a B-tree on sequenced_at.
+--
+-- The claim's UPDATE writes a new version of every row it sequences, and every index on
+-- outbox gets an entry for it (pos is indexed, so no update is HOT). Of the four, the
+-- partial index on sequenced_at served only `prune`, yet cost about a fifth of the claim:
+-- 100k-row drain by outbox_claim(2000, ...) on the 2-CPU dev VM, 34-35k rows/s with it,
+-- 41-43k rows/s without (bench/relay_bench.py reports the claim alone next to the relay).
+-- Prune now walks the pos index from the oldest position instead (outbox_relay/
+-- operations.py): rows are sequenced in pos order, so sequenced_at grows with pos and
+-- the walk stops at the first row younger than the cutoff.
+DROP INDEX outbox_sequenced_at;
