@@ -33,6 +33,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench import reference
 from stack.database import database_url, with_dbname
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,30 +48,8 @@ SCRIPTS = {
 }
 MAX_WRITERS = 64
 # plain_item: no capture. bench_item: ours (outbox_track). ref_item / refn_item: issue 3's
-# reference designs on this machine: "a row trigger inserting the outbox row" (into a twin
-# of the outbox with its columns, defaults and indexes, none of our triggers), without and
-# with a pg_notify in every writing transaction.
+# reference designs (bench/reference.py), without and with a NOTIFY per transaction.
 TABLES = ("plain_item", "bench_item", "ref_item", "refn_item")
-REFERENCE_DDL = """
-CREATE TABLE ref_outbox (LIKE outbox INCLUDING ALL);
-CREATE FUNCTION ref_capture() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        INSERT INTO ref_outbox (topic, entity, entity_id, op, data)
-        VALUES ('checklist:' || NEW.checklist_id, 'item', NEW.id::text, 'update', to_jsonb(NEW));
-    ELSE
-        INSERT INTO ref_outbox (topic, entity, entity_id, op, data)
-        VALUES ('checklist:' || NEW.checklist_id, 'item', NEW.id::text, 'insert', to_jsonb(NEW));
-    END IF;
-    IF TG_ARGV[0] = 'notify' THEN
-        PERFORM pg_notify('ref_outbox', '');
-    END IF;
-    RETURN NULL;
-END;
-$$;
-CREATE TRIGGER ref_capture AFTER INSERT OR UPDATE ON ref_item FOR EACH ROW EXECUTE FUNCTION ref_capture('none');
-CREATE TRIGGER ref_capture AFTER INSERT OR UPDATE ON refn_item FOR EACH ROW EXECUTE FUNCTION ref_capture('notify');
-"""
 VARIANTS = {"bench_item": "ours", "ref_item": "reference", "refn_item": "reference+notify"}
 
 
@@ -87,7 +66,7 @@ def make_db(admin_url: str, name: str, upto: str | None) -> str:
             conn.execute(TABLE_DDL.format(t=t))
             conn.execute(f"INSERT INTO {t} (checklist_id, text) SELECT g, 'row ' || g FROM generate_series(1, {MAX_WRITERS}) g")
         conn.execute("SELECT outbox_track('bench_item', 'item', 'checklist_id', 'checklist')")
-        conn.execute(REFERENCE_DDL)
+        conn.execute(reference.DDL)
     return url
 
 
