@@ -38,9 +38,7 @@ def writer_overhead(raw: dict) -> dict:
         # Issue 3's reference designs measured on this machine in the same run: what any
         # trigger-written outbox row costs here, and what a NOTIFY per transaction adds.
         o = ours.get(n) or ours.get(int(n)) or {}
-        plain, ref_tps, notify_tps = o.get("plain_tps"), o.get("reference_trigger_tps"), o.get("reference_trigger_notify_tps")
-        ref = loss_pct(plain, ref_tps) if ref_tps is not None else None
-        ref_notify = loss_pct(plain, notify_tps) if notify_tps is not None else None
+        ref, ref_notify = o.get("reference_trigger_loss_pct"), o.get("reference_trigger_notify_loss_pct")
         if ref is not None:
             rows.append(_row(f"1. Reference row trigger, {n} writers (% tx/s lost; peer: the same + pg_notify per tx)",
                              ref, ref_notify, "context (issue: -3/-10/-17% there)", None))

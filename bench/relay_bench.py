@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import psycopg
 import zmq
 
-from bench import reference
+from bench import capture_bench, reference
 from stack.database import database_url, with_dbname
 from tests.support.processes import Daemon, free_port, python_module
 
@@ -186,6 +188,14 @@ def reference_claim(url: str, rows: int, batch: int = 2000) -> dict:
 
 
 def writer_tps(url: str, writers: int, seconds: float, table: str = "bench_item") -> float:
+    """Single-row INSERT transactions/s into `table` by `writers` concurrent clients: pgbench
+    (a C client: neither hides nor inflates the server-side difference) when it is on PATH,
+    else Python threads (whose own CPU, on a 2-core machine, blurs the figure)."""
+    if shutil.which("pgbench"):
+        with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+            script.write(f"INSERT INTO {table} (checklist_id, text) VALUES (:client_id, 'x');\n")
+            script.flush()
+            return capture_bench.pgbench(url, Path(script.name), writers, max(1, round(seconds)), sync_off=False)
     done = [0] * writers
     stop = time.perf_counter() + seconds
     sql = f"INSERT INTO {table} (checklist_id, text) VALUES (%s, 'x')"
@@ -205,37 +215,53 @@ def writer_tps(url: str, writers: int, seconds: float, table: str = "bench_item"
     return sum(done) / (time.perf_counter() - t0)
 
 
-def bench_writers(stack: Stack, counts: list[int], seconds: float) -> list[dict]:
+# What each writer-overhead variant measures (all single-row inserts, autocommit):
+WRITER_VARIANTS = (
+    "no_capture",                     # bench_item with its capture triggers disabled
+    "capture_relay_running",          # ours, a relay running (it arms and disarms the doorbell)
+    "capture_doorbell_always_armed",  # ours, no relay, doorbell armed: every transaction NOTIFYs
+    "capture_no_notify",              # ours, no relay, doorbell disarmed: a busy relay's writers
+    "reference_trigger",              # issue 3's reference: a row trigger inserting the outbox row
+    "reference_trigger_notify",       # the same plus a pg_notify per transaction
+)
+
+
+def bench_writers(stack: Stack, counts: list[int], seconds: float, rounds: int = 3) -> list[dict]:
+    """Transactions/s of every variant, `rounds` times in rotating order; each overhead is the
+    median over rounds of 1 - variant/no_capture of the same round, so a machine whose speed
+    drifts (other load) skews it little."""
+
+    def sql(statement: str) -> None:
+        with psycopg.connect(stack.url, autocommit=True) as conn:
+            conn.execute(statement)
+
+    def prepare(variant: str) -> str:
+        """Set the stage for a variant; returns the table its writers insert into."""
+        verb = "DISABLE" if variant == "no_capture" else "ENABLE"
+        sql(f"ALTER TABLE bench_item {verb} TRIGGER outbox_capture")
+        sql(f"ALTER TABLE bench_item {verb} TRIGGER outbox_version")
+        sql(f"UPDATE outbox_doorbell SET armed = {variant != 'capture_no_notify'}")
+        if variant == "capture_relay_running":
+            stack.start_relay()
+        return {"reference_trigger": "ref_item", "reference_trigger_notify": "refn_item"}.get(variant, "bench_item")
+
     out = []
-
-    def triggers(enable: bool) -> None:
-        with psycopg.connect(stack.url, autocommit=True) as conn:
-            verb = "ENABLE" if enable else "DISABLE"
-            conn.execute(f"ALTER TABLE bench_item {verb} TRIGGER outbox_capture")
-            conn.execute(f"ALTER TABLE bench_item {verb} TRIGGER outbox_version")
-
-    def doorbell(armed: bool) -> None:
-        with psycopg.connect(stack.url, autocommit=True) as conn:
-            conn.execute("UPDATE outbox_doorbell SET armed = %s", (armed,))
-
     for n in counts:
-        row = {"writers": n}
-        triggers(False)
-        row["no_capture_tps"] = round(writer_tps(stack.url, n, seconds))
-        triggers(True)
-        stack.start_relay()
-        row["capture_relay_running_tps"] = round(writer_tps(stack.url, n, seconds))
-        stack.stop_relay()
-        # No relay: the doorbell stays armed, so every writer NOTIFYs (the cost it avoids).
-        doorbell(True)
-        row["capture_doorbell_always_armed_tps"] = round(writer_tps(stack.url, n, seconds))
-        doorbell(False)
-        row["capture_no_notify_tps"] = round(writer_tps(stack.url, n, seconds))
-        doorbell(True)
-        row["reference_trigger_tps"] = round(writer_tps(stack.url, n, seconds, "ref_item"))
-        row["reference_trigger_notify_tps"] = round(writer_tps(stack.url, n, seconds, "refn_item"))
-        with psycopg.connect(stack.url, autocommit=True) as conn:  # keep the next round's relay start cheap
-            conn.execute("TRUNCATE outbox, ref_outbox")
+        tps: dict[str, list[float]] = {v: [] for v in WRITER_VARIANTS}
+        for r in range(rounds):
+            for variant in WRITER_VARIANTS[r % len(WRITER_VARIANTS):] + WRITER_VARIANTS[:r % len(WRITER_VARIANTS)]:
+                table = prepare(variant)
+                try:
+                    tps[variant].append(writer_tps(stack.url, n, seconds, table))
+                finally:
+                    stack.stop_relay()
+                sql("TRUNCATE outbox, ref_outbox")  # the same table sizes for every round, a cheap relay start
+        row: dict = {"writers": n, "rounds": rounds}
+        for variant, values in tps.items():
+            row[f"{variant}_tps"] = round(statistics.median(values))
+            if variant != "no_capture":
+                row[f"{variant}_loss_pct"] = round(100 * statistics.median(
+                    1 - v / p for v, p in zip(values, tps["no_capture"])), 1)
         out.append(row)
     return out
 
@@ -243,7 +269,7 @@ def bench_writers(stack: Stack, counts: list[int], seconds: float) -> list[dict]
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=2.0, help="length of one writer measurement")
     args = ap.parse_args()
     url = make_db(database_url())
     stack = Stack(url)
@@ -265,12 +291,10 @@ def main() -> None:
           f" (UPDATE ... RETURNING, 2,000 rows a time) {drain['reference_claim_rows_per_s']} rows/s")
     print(f"(b) commit-to-subscriber latency at {latency['rate']}/s: p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, "
           f"max {latency['max_ms']} ms ({latency['received']}/{latency['events']} received)")
-    print("(c) writer transactions/s (single-row insert+commit into a tracked table)")
-    cols = ["writers", "no_capture_tps", "capture_relay_running_tps", "capture_doorbell_always_armed_tps",
-            "capture_no_notify_tps", "reference_trigger_tps", "reference_trigger_notify_tps"]
-    print(" | ".join(c for c in cols))
+    print("(c) writer transactions/s, single-row insert+commit (median of rounds; % lost against no capture)")
     for row in writers:
-        print(" | ".join(f"{row[c]:>{len(c)}}" for c in cols))
+        print(f"  {row['writers']:>2} writers: no capture {row['no_capture_tps']}; " + "; ".join(
+            f"{v} {row[f'{v}_tps']} ({row[f'{v}_loss_pct']}%)" for v in WRITER_VARIANTS[1:]))
     out = ROOT / "bench" / "results" / "relay.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

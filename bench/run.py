@@ -75,14 +75,15 @@ class Run:
         stack = relay_bench.Stack(url)
         try:
             drain = relay_bench.bench_drain(stack, 20_000 if self.quick else 100_000)
-            writers = relay_bench.bench_writers(stack, [1, 8, 32], self.ctx.scale(3, 1))
+            writers = relay_bench.bench_writers(stack, [1, 8, 32], self.ctx.scale(2, 1))
         finally:
             stack.stop()
         self.raw["relay_bench"] = {
             "drain": {"events_per_s": drain["drain_events_per_s"], "insert_commit_per_s": drain["insert_commit_rows_per_s"],
                       **drain},
             "writer_overhead": {str(w["writers"]): {"plain_tps": w["no_capture_tps"],
-                                                    "capture_tps": w["capture_relay_running_tps"], **w}
+                                                    "capture_tps": w["capture_relay_running_tps"],
+                                                    "loss_pct": w["capture_relay_running_loss_pct"], **w}
                                 for w in writers},
         }
 
