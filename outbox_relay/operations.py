@@ -255,9 +255,9 @@ def prune(dsn: str, older_than: timedelta, *, dry_run: bool = False, chunk: int 
         found, after = 0, 0
         while True:
             # Small transactions: a long prune must not hold locks or bloat one transaction.
-            seen, old, last, _deleted = conn.execute(
+            seen, old, last, deleted = conn.execute(
                 PRUNE_STEP, {"cutoff": cutoff, "after": after, "chunk": chunk, "dry_run": dry_run}).fetchone()
-            found += old
+            found += old if dry_run else deleted  # a concurrent prune may have taken some
             if on_progress and not dry_run:
                 on_progress(found)
             if seen < chunk or old < seen:
