@@ -5,10 +5,14 @@ raises ConfigError with a one-line message, which the entry point prints before 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Mapping, TypeVar
 
-T = TypeVar("T")
+from outbox_relay.envvalues import env_value, parse_int, parse_port
+
+C = TypeVar("C")
 
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5557"
 DEFAULT_BACKEND = "tcp://127.0.0.1:5558"
@@ -40,48 +44,43 @@ class BrokerConfig:
     log_level: str = "INFO"
 
 
-def _positive(kind: Callable[[str], T], allow_zero: bool = False) -> Callable[[str], T]:
-    def parse(raw: str) -> T:
+def _seconds(allow_zero: bool = False) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
         try:
-            value = kind(raw)
+            value = float(raw)
         except ValueError:
-            raise ValueError(f"expected a {kind.__name__}, got {raw!r}") from None
-        if value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
-            raise ValueError(f"must be {'>= 0' if allow_zero else '> 0'}, got {raw!r}")
+            raise ValueError(f"{raw!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{raw!r} is not a finite number of seconds")
+        if value < 0 or (value == 0 and not allow_zero):
+            raise ValueError(f"{raw} is out of range (must be {'>= 0' if allow_zero else '> 0'})")
         return value
     return parse
 
 
 def _endpoint(raw: str) -> str:
     if not raw.startswith(("tcp://", "ipc://", "inproc://")):
-        raise ValueError(f"expected a ZeroMQ endpoint like tcp://127.0.0.1:5557, got {raw!r}")
+        raise ValueError(f"{raw!r} is not a ZeroMQ endpoint like tcp://127.0.0.1:5557")
     return raw
-
-
-def _port(raw: str) -> int:
-    value = _positive(int, allow_zero=True)(raw)
-    if value > 65535:
-        raise ValueError(f"not a TCP port: {raw!r}")
-    return value
 
 
 def _level(raw: str) -> str:
     level = raw.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError(f"expected DEBUG, INFO, WARNING or ERROR, got {raw!r}")
+        raise ValueError(f"{raw!r} is not DEBUG, INFO, WARNING or ERROR")
     return level
 
 
 _RELAY_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "OUTBOX_RELAY_BROKER_URL": ("broker_url", _endpoint),
-    "OUTBOX_RELAY_POLL_INTERVAL": ("poll_interval", _positive(float)),
-    "OUTBOX_RELAY_BATCH_SIZE": ("batch_size", _positive(int)),
-    "OUTBOX_RELAY_HEARTBEAT_INTERVAL": ("heartbeat_interval", _positive(float)),
-    "OUTBOX_RELAY_LOCK_RETRY": ("lock_retry", _positive(float)),
-    "OUTBOX_RELAY_METRICS_PORT": ("metrics_port", _port),
-    "OUTBOX_RELAY_MAX_EVENT_BYTES": ("max_event_bytes", _positive(int)),
-    "OUTBOX_RELAY_CONNECT_DELAY": ("connect_delay", _positive(float, allow_zero=True)),
-    "OUTBOX_RELAY_CLAIM_INTERVAL": ("claim_interval", _positive(float, allow_zero=True)),
+    "OUTBOX_RELAY_POLL_INTERVAL": ("poll_interval", _seconds()),
+    "OUTBOX_RELAY_BATCH_SIZE": ("batch_size", partial(parse_int, low=1)),
+    "OUTBOX_RELAY_HEARTBEAT_INTERVAL": ("heartbeat_interval", _seconds()),
+    "OUTBOX_RELAY_LOCK_RETRY": ("lock_retry", _seconds()),
+    "OUTBOX_RELAY_METRICS_PORT": ("metrics_port", partial(parse_port, allow_zero=True)),
+    "OUTBOX_RELAY_MAX_EVENT_BYTES": ("max_event_bytes", partial(parse_int, low=1)),
+    "OUTBOX_RELAY_CONNECT_DELAY": ("connect_delay", _seconds(allow_zero=True)),
+    "OUTBOX_RELAY_CLAIM_INTERVAL": ("claim_interval", _seconds(allow_zero=True)),
     "OUTBOX_RELAY_NAME": ("name", str),
     "OUTBOX_RELAY_LOG_LEVEL": ("log_level", _level),
 }
@@ -93,29 +92,26 @@ _BROKER_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 
 
-def _parse(env: Mapping[str, str], prefix: str, fields: dict[str, tuple[str, Callable[[str], object]]]) -> dict:
+def _parse(env: Mapping[str, str], prefix: str, fields: dict[str, tuple[str, Callable[[str], object]]],
+           cls: Callable[..., C]) -> C:
     known = set(fields)
     for name in env:
         if name.startswith(prefix) and name not in known:
             raise ConfigError(f"{name}: unknown setting (known: {', '.join(sorted(known))})")
-    values = {}
-    for name, (attr, parse) in fields.items():
-        raw = env.get(name)
-        if raw is None or raw.strip() == "":
-            continue
-        try:
-            values[attr] = parse(raw.strip())
-        except ValueError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
-    return values
+    defaults = cls()
+    try:
+        values = {attr: env_value(env, name, getattr(defaults, attr), parse) for name, (attr, parse) in fields.items()}
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return cls(**values)
 
 
 def relay_config(env: Mapping[str, str]) -> RelayConfig:
-    return RelayConfig(**_parse(env, "OUTBOX_RELAY_", _RELAY_FIELDS))
+    return _parse(env, "OUTBOX_RELAY_", _RELAY_FIELDS, RelayConfig)
 
 
 def broker_config(env: Mapping[str, str]) -> BrokerConfig:
-    cfg = BrokerConfig(**_parse(env, "OUTBOX_BROKER_", _BROKER_FIELDS))
+    cfg = _parse(env, "OUTBOX_BROKER_", _BROKER_FIELDS, BrokerConfig)
     if cfg.frontend == cfg.backend:
         raise ConfigError("OUTBOX_BROKER_FRONTEND and OUTBOX_BROKER_BACKEND must differ")
     return cfg

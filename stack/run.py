@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Mapping, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
+from outbox_relay.envvalues import env_value, parse_port
 from stack.supervisor import (
     ServiceFailed, ServiceSpec, Supervisor, duplicate_ports, port_of, taken_ports,
 )
@@ -73,42 +74,32 @@ class Ports:
         return [(what, port) for service, what, port in table if service in services]
 
 
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise ConfigError(f"{name}={value} is out of range [1, 65535]")
-    return value
-
-
-def _address_port(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def _address_port(raw: str) -> int:
+    """The port of tcp://host:port, or a bare port."""
     if raw.isdigit():
-        return _port({name: raw}, name, default)
+        return parse_port(raw)
     try:
         return port_of(raw)[1]
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an address like tcp://127.0.0.1:5557") from None
+        raise ValueError(f"{raw!r} is not an address like tcp://127.0.0.1:5557") from None
 
 
 def ports_from_env(env: Mapping[str, str]) -> Ports:
     """The stack's ports from PORTAL_PORT, SYNC_PORT, OUTBOX_BROKER_FRONTEND/BACKEND
     (tcp://host:port or a bare port) and OUTBOX_RELAY_METRICS_PORT."""
     d = Ports()
-    return Ports(
-        portal=_port(env, "PORTAL_PORT", d.portal),
-        sync=_port(env, "SYNC_PORT", d.sync),
-        broker_frontend=_address_port(env, "OUTBOX_BROKER_FRONTEND", d.broker_frontend),
-        broker_backend=_address_port(env, "OUTBOX_BROKER_BACKEND", d.broker_backend),
-        relay_metrics=_port(env, "OUTBOX_RELAY_METRICS_PORT", d.relay_metrics),
-    )
+    # Port 0 is refused even where a daemon accepts it: `make run` must know every port it
+    # checks, waits on and prints (and the relay's standbys take metrics port + 1, + 2, ...).
+    try:
+        return Ports(
+            portal=env_value(env, "PORTAL_PORT", d.portal, parse_port),
+            sync=env_value(env, "SYNC_PORT", d.sync, parse_port),
+            broker_frontend=env_value(env, "OUTBOX_BROKER_FRONTEND", d.broker_frontend, _address_port),
+            broker_backend=env_value(env, "OUTBOX_BROKER_BACKEND", d.broker_backend, _address_port),
+            relay_metrics=env_value(env, "OUTBOX_RELAY_METRICS_PORT", d.relay_metrics, parse_port),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,

@@ -6,9 +6,11 @@ turns a ConfigError into a one-line message on stderr and exit code 2.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from functools import partial
+from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
+from outbox_relay.envvalues import env_value, parse_int, parse_port
 from stack.database import url_problem
 from syncserver.origins import normalize_origin
 
@@ -16,6 +18,8 @@ ALL_TRANSPORTS = ("websocket", "xhr", "xhr_streaming", "eventsource", "htmlfile"
 # htmlfile and jsonp execute server text as script in the page's origin: off unless asked for.
 DEFAULT_DISABLED = ("htmlfile", "jsonp")
 DEV_SECRET = "dev-insecure-sync-secret"
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -39,17 +43,15 @@ class Config:
     database_url: str = ""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def _setting(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
     try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} is out of range [{low}, {high}]")
-    return value
+        return env_value(env, name, default, parse)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    return _setting(env, name, default, partial(parse_int, low=low, high=high))
 
 
 def _list(raw: str) -> list[str]:
@@ -60,7 +62,7 @@ def from_env(env: Mapping[str, str]) -> Config:
     """Build and validate the configuration; raises ConfigError naming the bad variable."""
     d = Config()
     host = env.get("SYNC_HOST", "").strip() or d.host
-    port = _int(env, "SYNC_PORT", d.port, 0, 65535)
+    port = _setting(env, "SYNC_PORT", d.port, partial(parse_port, allow_zero=True))  # 0: the OS picks one
 
     broker_url = env.get("SYNC_BROKER_URL", "").strip() or d.broker_url
     if urlsplit(broker_url).scheme not in ("tcp", "ipc", "inproc"):

@@ -91,6 +91,21 @@ def test_relay_config_rejects_bad_values(env, needle):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("env, message", [
+    ({"OUTBOX_RELAY_BATCH_SIZE": "0"}, "OUTBOX_RELAY_BATCH_SIZE=0 is out of range (must be >= 1)"),
+    ({"OUTBOX_RELAY_BATCH_SIZE": "lots"}, "OUTBOX_RELAY_BATCH_SIZE='lots' is not an integer"),
+    ({"OUTBOX_RELAY_METRICS_PORT": "70000"}, "OUTBOX_RELAY_METRICS_PORT=70000 is out of range [0, 65535]"),
+    ({"OUTBOX_RELAY_POLL_INTERVAL": "0"}, "OUTBOX_RELAY_POLL_INTERVAL=0 is out of range (must be > 0)"),
+    ({"OUTBOX_RELAY_CLAIM_INTERVAL": "soon"}, "OUTBOX_RELAY_CLAIM_INTERVAL='soon' is not a number"),
+    ({"OUTBOX_RELAY_LOCK_RETRY": "inf"}, "OUTBOX_RELAY_LOCK_RETRY='inf' is not a finite number of seconds"),
+    ({"OUTBOX_RELAY_POLL_INTERVAL": "nan"}, "OUTBOX_RELAY_POLL_INTERVAL='nan' is not a finite number of seconds"),
+])
+def test_relay_config_messages_give_the_name_and_the_value(env, message):
+    with pytest.raises(ConfigError) as info:
+        relay_config(env)
+    assert str(info.value) == message
+
+
 def test_broker_config():
     cfg = broker_config({})
     assert (cfg.frontend, cfg.backend) == ("tcp://127.0.0.1:5557", "tcp://127.0.0.1:5558")

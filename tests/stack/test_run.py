@@ -216,7 +216,7 @@ def test_an_unreachable_database_is_reported_before_anything_starts():
 def test_a_bad_setting_exits_2_with_one_line():
     result = run_to_exit({"PORTAL_PORT": "eighty"})
     assert result.returncode == 2
-    assert result.stderr.strip() == "make run: PORTAL_PORT='eighty' is not a port number"
+    assert result.stderr.strip() == "make run: PORTAL_PORT='eighty' is not an integer"
 
 
 def test_two_services_on_one_port_is_a_configuration_error():
