@@ -1,11 +1,21 @@
-"""Fixtures shared by every suite: the test database as a URL for real daemons, and
-process management that cleans up after itself."""
+"""Fixtures shared by every suite: the test database as a URL for real daemons, process
+management that cleans up after itself, and the relay's own tables reset before every
+test that uses the database."""
 from __future__ import annotations
 
+import time
+
+import psycopg
 import pytest
 
 from stack.database import database_url, with_dbname
 from tests.support.processes import Daemon
+
+
+def _test_database_url() -> str:
+    from django.db import connection
+
+    return with_dbname(database_url(), connection.settings_dict["NAME"])
 
 
 @pytest.fixture
@@ -15,9 +25,7 @@ def db_url(transactional_db, django_db_blocker) -> str:
     Depends on transactional_db: the daemons see only committed data, so tests that use
     them commit for real and Django flushes the tables afterwards.
     """
-    from django.db import connection
-
-    return with_dbname(database_url(), connection.settings_dict["NAME"])
+    return _test_database_url()
 
 
 @pytest.fixture
@@ -34,3 +42,72 @@ def daemons():
     yield Starter()
     for d in reversed(started):
         d.stop()
+
+
+# --- the relay's tables between tests ---------------------------------------------------
+#
+# Django's flush after a transactional test empties the tables of managed models only. The
+# outbox is one (portal/outbox/models.py), but outbox_topic, outbox_relay_state and
+# outbox_doorbell are unmanaged, on purpose: in a deployment positions must only grow
+# (`manage.py flush` resetting last_pos under a running sync server would make it drop new
+# events as duplicates). So without this reset a test inherits the positions of the tests
+# before it: after tests/relay/test_daemons.py, which emits on "checklist:1", a new
+# Checklist with pk 1 gets tpos 12 and a client subscribing since 0 is (rightly) told to
+# resync. Every test that uses the database starts instead from the state of a freshly
+# migrated one: no topic positions, relay positions 0, no leader, the doorbell armed.
+
+_DB_FIXTURES = frozenset({"db", "transactional_db", "live_server", "django_db_reset_sequences",
+                          "django_db_serialized_rollback"})
+_RELAY_APPS = ("outbox-relay", "outbox-relay-listener")
+
+_AT_REST = """
+DELETE FROM outbox_topic;
+UPDATE outbox_relay_state
+   SET last_pos = 0, published_pos = 0, leader = NULL, leader_since = NULL, heartbeat_at = NULL
+ WHERE id = 1 AND (last_pos, published_pos, leader, leader_since, heartbeat_at)
+       IS DISTINCT FROM (0::bigint, 0::bigint, NULL::text, NULL::timestamptz, NULL::timestamptz);
+UPDATE outbox_doorbell SET armed = true WHERE id = 1 AND NOT armed;
+"""
+
+
+def _uses_database(request: pytest.FixtureRequest) -> bool:
+    return request.node.get_closest_marker("django_db") is not None or bool(_DB_FIXTURES & set(request.fixturenames))
+
+
+def _relay_sessions(conn: psycopg.Connection) -> list[tuple]:
+    return conn.execute(
+        "SELECT pid, application_name, state FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = ANY(%s)", (list(_RELAY_APPS),)).fetchall()
+
+
+def reset_relay_tables(url: str, wait: float = 5.0) -> None:
+    """Put outbox_topic, outbox_relay_state and outbox_doorbell back as migrations leave
+    them. Fails (rather than letting the test time out later) if that is not possible or
+    not safe: a relay still connected, outbox rows left behind, the doorbell switched off."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + wait  # a stopped daemon's backend may linger a moment
+        while (sessions := _relay_sessions(conn)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if sessions:
+            pytest.fail(f"a relay from an earlier test is still connected to the test database: {sessions}",
+                        pytrace=False)
+        rows = conn.execute("SELECT count(*), max(pos) FROM outbox").fetchone()
+        if rows[0]:
+            pytest.fail(f"the outbox holds {rows[0]} rows (max pos {rows[1]}) before the test: Django's flush "
+                        "did not run (an interrupted --reuse-db session? rerun with --create-db)", pytrace=False)
+        trigger = conn.execute("SELECT tgenabled FROM pg_trigger WHERE tgname = 'outbox_doorbell_ring'"
+                               " AND tgrelid = 'outbox'::regclass").fetchone()
+        rung = conn.execute("SELECT current_setting('outbox.rung', true)").fetchone()[0]
+        if trigger == ("D",) or rung == "yes":  # (a later migration may drop that trigger: no check then)
+            pytest.fail(f"writers cannot ring the doorbell (trigger state {trigger}, outbox.rung={rung!r}): "
+                        "an earlier test left it silenced", pytrace=False)
+        with conn.transaction():
+            conn.execute(_AT_REST)
+
+
+@pytest.fixture(autouse=True)
+def relay_tables_at_rest(request):
+    """See above: only for tests that use the database (others must not create it)."""
+    if _uses_database(request):
+        request.getfixturevalue("django_db_setup")
+        reset_relay_tables(_test_database_url())

@@ -45,9 +45,10 @@ def test_end_to_end_orm_write_reaches_websocket_and_xhr_streaming_clients(db_url
     frontend, backend, port = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", free_port()
     daemons.start("broker", python_module("outbox_relay.broker"),
                   {"OUTBOX_BROKER_FRONTEND": frontend, "OUTBOX_BROKER_BACKEND": backend}).wait_for_line("broker ready")
-    daemons.start("relay", python_module("outbox_relay"), {
+    relay = daemons.start("relay", python_module("outbox_relay"), {
         "DATABASE_URL": db_url, "OUTBOX_RELAY_BROKER_URL": frontend, "OUTBOX_RELAY_METRICS_PORT": "0",
-        "OUTBOX_RELAY_HEARTBEAT_INTERVAL": "0.3", "OUTBOX_RELAY_POLL_INTERVAL": "0.5"}).wait_for_line("relay leader", 20)
+        "OUTBOX_RELAY_HEARTBEAT_INTERVAL": "0.3", "OUTBOX_RELAY_POLL_INTERVAL": "0.5"})
+    relay.wait_for_line("relay leader", 20)
     sync = daemons.start("sync", python_module("syncserver"), {
         "DATABASE_URL": db_url, "SYNC_BROKER_URL": backend, "SYNC_PORT": str(port), "SYNC_TOKEN_SECRET": SECRET,
         "SYNC_ALLOWED_ORIGINS": ORIGIN})
@@ -65,9 +66,17 @@ def test_end_to_end_orm_write_reaches_websocket_and_xhr_streaming_clients(db_url
         await _write(lambda: [Item.objects.create(checklist=checklist, text=f"item {i}", position=i) for i in range(3)])
         await _write(lambda: Item.objects.filter(checklist=checklist, position=0).update(done=True))
         for c in clients:
-            events = []
+            events, seen = [], []
             while not any(e["entity"] == "item" and e["op"] == "update" for e in events):
-                msg = await c.recv(15)
+                try:
+                    msg = await c.recv(15)
+                except asyncio.TimeoutError:
+                    raise AssertionError(f"{type(c).__name__}: no event in 15 s; received {seen}\n"
+                                         f"--- relay\n{relay.output()}\n--- sync\n{sync.output()}") from None
+                seen.append(msg)
+                # A new checklist's topic starts at tpos 0 (tests/conftest.py resets the relay's
+                # tables): a resync here means the topic had history before this test.
+                assert msg["type"] != "resync", f"{type(c).__name__} got {msg} subscribing {topic} since 0"
                 if msg["type"] in ("events", "recovered"):
                     events += msg["events"]
             assert [e["tpos"] for e in events] == list(range(1, len(events) + 1))
