@@ -102,3 +102,17 @@ def test_report_writes_json_md_and_png(tmp_path):
     assert json.loads(paths["json"].read_text())["meta"]["mode"] == "quick"
     assert paths["md"].read_text().startswith("# Benchmark results")
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_claim_cost_claims_each_side_as_its_relay_does():
+    # bench.claim_cost reads the relay's session setting out of relay.py: if the constant is
+    # renamed, the bench would silently measure the claim with PostgreSQL's default plans.
+    from bench import claim_cost
+    from outbox_relay import relay
+
+    here = claim_cost.side(None)
+    assert here["session_sql"] == relay.GENERIC_PLANS_SQL
+    assert "0006_claim_in_place.sql" in here["migrations"]
+    assert list(here["migrations"]) == sorted(here["migrations"])
+    head = claim_cost.side("HEAD")
+    assert head["name"] == "HEAD" and "0001_outbox.sql" in head["migrations"]
