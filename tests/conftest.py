@@ -53,11 +53,9 @@ def daemons():
 # events as duplicates). So without this reset a test inherits the positions of the tests
 # before it: after tests/relay/test_daemons.py, which emits on "checklist:1", a new
 # Checklist with pk 1 gets tpos 12 and a client subscribing since 0 is (rightly) told to
-# resync. Every test that uses the database starts instead from the state of a freshly
+# resync. So every test that uses the database starts from the state of a freshly
 # migrated one: no topic positions, relay positions 0, no leader, the doorbell armed.
 
-_DB_FIXTURES = frozenset({"db", "transactional_db", "live_server", "django_db_reset_sequences",
-                          "django_db_serialized_rollback"})
 _RELAY_APPS = ("outbox-relay", "outbox-relay-listener")
 
 _AT_REST = """
@@ -70,8 +68,16 @@ UPDATE outbox_doorbell SET armed = true WHERE id = 1 AND NOT armed;
 """
 
 
-def _uses_database(request: pytest.FixtureRequest) -> bool:
-    return request.node.get_closest_marker("django_db") is not None or bool(_DB_FIXTURES & set(request.fixturenames))
+def _django_test_database(request: pytest.FixtureRequest) -> str | None:
+    """The URL of Django's test database if this test set it up (django_db_setup is in its
+    fixtures: db, transactional_db, live_server, the django_db marker), else None. The
+    acceptance tests' own `db` fixture reads the stack's database instead, and a database
+    whose name lacks Django's test_ prefix is never touched."""
+    if "django_db_setup" not in request.fixturenames and request.node.get_closest_marker("django_db") is None:
+        return None
+    from django.db import connection
+
+    return _test_database_url() if (connection.settings_dict["NAME"] or "").startswith("test_") else None
 
 
 def _relay_sessions(conn: psycopg.Connection) -> list[tuple]:
@@ -107,7 +113,9 @@ def reset_relay_tables(url: str, wait: float = 5.0) -> None:
 
 @pytest.fixture(autouse=True)
 def relay_tables_at_rest(request):
-    """See above: only for tests that use the database (others must not create it)."""
-    if _uses_database(request):
-        request.getfixturevalue("django_db_setup")
-        reset_relay_tables(_test_database_url())
+    """See above. Before each test that uses Django's test database, once that database
+    exists: this never creates it (the first test gets it freshly migrated anyway), since
+    Django refuses to while a session fixture's event loop runs (Playwright's)."""
+    url = _django_test_database(request)
+    if url:
+        reset_relay_tables(url)
