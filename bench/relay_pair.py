@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from stack.database import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,8 +38,11 @@ finally:
 """
 
 
-def one_run(checkout: Path, seconds: float) -> dict:
+def one_run(checkout: Path, seconds: float, server_url: str) -> dict:
+    # Both sides on one server: left to itself, the worktree would start its own embedded
+    # PostgreSQL when DATABASE_URL is unset, and the runs would compare two servers.
     done = subprocess.run([sys.executable, "-c", ONE_RUN, str(seconds)], cwd=checkout,
+                          env={**os.environ, "DATABASE_URL": server_url},
                           capture_output=True, text=True, timeout=120 + seconds)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -50,6 +56,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=10.0, help="length of one latency run (100 events/s)")
     args = ap.parse_args()
+    server_url = database_url()
     with tempfile.TemporaryDirectory(prefix="relay_pair_") as tmp:
         base_dir = Path(tmp) / "base"
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(base_dir), args.base], cwd=ROOT, check=True)
@@ -59,7 +66,7 @@ def main() -> None:
             for r in range(args.rounds):
                 order = list(sides) if r % 2 == 0 else list(reversed(sides))
                 for name in order:
-                    runs[name].append(one_run(sides[name], args.seconds))
+                    runs[name].append(one_run(sides[name], args.seconds, server_url))
                     got = runs[name][-1]
                     print(f"  round {r + 1} {name}: p50 {got['p50_ms']} ms, p99 {got['p99_ms']} ms,"
                           f" received {got['received']}/{got['events']}", flush=True)
