@@ -37,15 +37,15 @@ from pathlib import Path
 
 import psycopg
 
+from bench.relay_bench import fill_backlog
+from outbox_relay.sequencer import CLAIM_SQL
 from stack.database import database_url, with_dbname
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "claim_cost.json"
 BATCH = 2000
 ONE_ROW_CLAIMS = 300
-FILL = ("SELECT outbox_emit('checklist:' || (g % 50), 'bench', jsonb_build_object('i', g, 'text', 'some text'))"
-        " FROM generate_series({lo}, {hi}) g")
-CLAIM = f"SELECT r_pos, r_topic, r_envelope, r_created_at, r_error FROM outbox_claim({BATCH}, %s, 1000000, true)"
+MAX_EVENT_BYTES = 1_000_000
 EMIT_ONE = "SELECT outbox_emit('checklist:1', 'bench', jsonb_build_object('seq', {i}))"
 
 
@@ -91,12 +91,14 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 def _fill(url: str, rows: int) -> None:
-    with psycopg.connect(url) as conn:
-        for lo in range(0, rows, 10):
-            conn.execute(FILL.format(lo=lo, hi=lo + 9))
-            conn.commit()
-        conn.autocommit = True
+    fill_backlog(url, rows)
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE outbox")
+
+
+def _claim(conn: psycopg.Connection, published: int) -> list:
+    """The relay's own claim statement (outbox_relay.sequencer), as the relay calls it."""
+    return conn.execute(CLAIM_SQL, (BATCH, published, MAX_EVENT_BYTES, True), prepare=True).fetchall()
 
 
 def _claimer(url: str, s: dict) -> psycopg.Connection:
@@ -113,7 +115,7 @@ def drain_round(url: str, s: dict, rows: int) -> dict:
         published = conn.execute("SELECT published_pos FROM outbox_relay_state").fetchone()[0]
         lsn0 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
         cpu0, t0, done = _cpu_seconds(pid), time.perf_counter(), 0
-        while got := conn.execute(CLAIM, (published,), prepare=True).fetchall():
+        while got := _claim(conn, published):
             done += len(got)
             published = got[-1][0]
         seconds, cpu1 = time.perf_counter() - t0, _cpu_seconds(pid)
@@ -132,7 +134,7 @@ def one_row_round(url: str, s: dict) -> dict:
         for i in range(ONE_ROW_CLAIMS):
             writer.execute(EMIT_ONE.format(i=i))
             t0 = time.perf_counter()
-            got = conn.execute(CLAIM, (published,), prepare=True).fetchall()
+            got = _claim(conn, published)
             times.append(time.perf_counter() - t0)
             published = got[-1][0]
     steady = sorted(times[20:])  # past the first plans
@@ -208,11 +210,11 @@ def instructions(sides: list[dict], rows: int) -> dict:
                 return _instructions(out)
 
             claims = rows // BATCH
-            claim = f"SELECT count(*) FROM outbox_claim({BATCH}, 0, 1000000, true);\n"
+            claim = f"SELECT count(*) FROM outbox_claim({BATCH}, 0, {MAX_EVENT_BYTES}, true);\n"
             base = count("SELECT 1;\n", "base")
             drain = count(session + claim * claims, "drain", claims * BATCH)
             # One-row claims on an empty backlog: drain first, then (write, claim) x N minus (write) x N.
-            empty = f"SELECT count(*) FROM outbox_claim({rows}, 0, 1000000, true);\nVACUUM ANALYZE outbox;\n"
+            empty = f"SELECT count(*) FROM outbox_claim({rows}, 0, {MAX_EVENT_BYTES}, true);\nVACUUM ANALYZE outbox;\n"
             writes = [EMIT_ONE.format(i=k) + ";\n" for k in range(ONE_ROW_CLAIMS)]
             only_writes = count(empty + session + "".join(writes), "writes", rows)
             with_claims = count(empty + session + "".join(w + claim for w in writes), "pairs", rows + ONE_ROW_CLAIMS)

@@ -110,14 +110,18 @@ def published(url: str) -> int:
         return conn.execute("SELECT published_pos FROM outbox_relay_state").fetchone()[0]
 
 
-def bench_drain(stack: Stack, rows: int) -> dict:
-    per_tx = 10
-    t0 = time.perf_counter()
-    with psycopg.connect(stack.url) as conn:
+def fill_backlog(url: str, rows: int, per_tx: int = 10) -> None:
+    """`rows` unsequenced events on 50 topics, `per_tx` to a committed transaction."""
+    with psycopg.connect(url) as conn:
         for i in range(0, rows, per_tx):
             conn.execute("SELECT outbox_emit('checklist:' || (g %% 50), 'bench', jsonb_build_object('i', g, 'text', 'some text'))"
                          " FROM generate_series(%s::int, %s::int) g", (i, i + per_tx - 1))
             conn.commit()
+
+
+def bench_drain(stack: Stack, rows: int) -> dict:
+    t0 = time.perf_counter()
+    fill_backlog(stack.url, rows)
     insert_s = time.perf_counter() - t0
     start = published(stack.url)
     counter = Counter(stack.back)
