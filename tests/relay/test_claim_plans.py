@@ -1,0 +1,67 @@
+"""The claim's plans, as the relay makes them (once per session, generic), stay linear in
+the batch whatever statistics the outbox had when they were made (migrations/0007).
+
+The plans are read with auto_explain (EXPLAIN ANALYZE of every statement the claim runs,
+sent to this client as JSON notices): counting work, not timing it. Planned on an empty
+outbox, 0006's numbering re-ran an aggregate over the batch once per batch row, and its
+head query scanned the whole outbox."""
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+from outbox_relay import sequencer
+from outbox_relay.relay import GENERIC_PLANS_SQL
+from tests.relay.conftest import emit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+AUTO_EXPLAIN = ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0", "SET auto_explain.log_analyze = on",
+                "SET auto_explain.log_timing = off", "SET auto_explain.log_nested_statements = on",
+                "SET auto_explain.log_format = json", "SET auto_explain.log_level = notice")
+# Per-row lookups: fine to repeat once per batch row (each is one index descent).
+PER_ROW_LOOKUPS = {"Index Scan", "Index Only Scan"}
+
+
+def nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from nodes(child)
+
+
+def run_claim_explained(conn: psycopg.Connection, batch: int) -> tuple[list, list[dict]]:
+    plans: list[dict] = []
+
+    def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+        text = diag.message_primary or ""
+        if "plan:" in text:
+            plans.append(json.loads(text.split("plan:", 1)[1])["Plan"])
+
+    for statement in AUTO_EXPLAIN:
+        conn.execute(statement)
+    conn.add_notice_handler(on_notice)
+    rows = conn.execute(sequencer.CLAIM_SQL, (batch, 0, 1_000_000, True), prepare=True).fetchall()
+    conn.remove_notice_handler(on_notice)
+    return rows, plans
+
+
+def test_a_claim_planned_on_an_empty_outbox_repeats_no_work_per_row(db_url):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("ANALYZE outbox")  # the statistics of a new (or emptied) outbox: no rows
+        conn.execute(GENERIC_PLANS_SQL)
+        assert conn.execute(sequencer.CLAIM_SQL, (2000, 0, 1_000_000, True), prepare=True).fetchall() == []
+        assert conn.execute(sequencer.CLAIM_SQL, (2000, 0, 1_000_000, True), prepare=True).fetchall() == []
+        for topic in range(10):  # then a backlog: 300 rows, 3 to a transaction, on 10 topics
+            emit(db_url, 30, topic=f"t:{topic}", per_tx=3)
+        rows, plans = run_claim_explained(conn, 2000)
+
+    assert len(rows) == 300 and [r[0] for r in rows] == list(range(1, 301))
+    assert len(plans) >= 4, "auto_explain did not report the claim's statements"
+    every = [n for plan in plans for n in nodes(plan)]
+    repeated = [(n["Node Type"], n.get("Relation Name"), n["Actual Loops"]) for n in every
+                if n["Actual Loops"] > 1 and n["Node Type"] not in PER_ROW_LOOKUPS]
+    assert repeated == [], f"plan nodes run again for each row: {repeated}"
+    scans = [n.get("Relation Name") for n in every if n["Node Type"] == "Seq Scan"]
+    assert "outbox" not in scans, "the claim scans the whole outbox"
