@@ -8,7 +8,8 @@
 --  * numbering joined each batch row to a per-transaction GROUP BY; for one row the
 --    planner makes that a nested loop that runs the HashAggregate again for every outer
 --    row, quadratic in the batch: a 2,000-row claim took 111 ms instead of 27, and under
---    32 writers the claim's backend used 30-48% of a core instead of ~20%. The end of
+--    32 writers the claim's backend used up to 48% of a core (21-48% over eight runs),
+--    18-23% with this. The end of
 --    each transaction (txmax) is now a window over the batch itself: sorts only, no join.
 --  * the head query chose a sequential scan of the whole outbox and a sort (cheapest
 --    for "one row"), not the partial index of unsequenced rows; on a history of millions
