@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import subprocess
+import time
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
@@ -85,7 +86,14 @@ def test_end_to_end_orm_write_reaches_websocket_and_xhr_streaming_clients(db_url
                 ("insert", "item 0"), ("insert", "item 1"), ("insert", "item 2"), ("update", "item 0")]
             assert items[-1]["data"]["done"] is True and items[-1]["changed"] == ["done"]
         http = AsyncHTTPClient(force_instance=True)
-        health = json.loads((await http.fetch(f"{base}/healthz")).body)
+        # The broker's status is "unknown" until the sync server hears its first heartbeat
+        # (one a second); on a fast machine the events above can all arrive before it.
+        deadline = time.monotonic() + 5
+        while True:
+            health = json.loads((await http.fetch(f"{base}/healthz")).body)
+            if health["broker"]["status"] != "unknown" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
         assert health["db"]["status"] == "ok" and health["broker"]["status"] == "ok"
         metrics = (await http.fetch(f"{base}/metrics")).body.decode()
         assert 'sync_connections{transport="rawwebsocket"} 1.0' in metrics
