@@ -122,7 +122,10 @@ def run(schemas: dict[str, str], writers: list[int], seconds: int, rounds: int, 
     median of the rounds' paired ratios, robust to a machine whose speed drifts."""
     for url in schemas.values():
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("UPDATE outbox_doorbell SET armed = %s", (armed,))
+            # The switch since 0004 (0008 keeps the flag in a sequence); --compare 0002/0003: the table.
+            has_switch = conn.execute("SELECT to_regprocedure('outbox_set_doorbell(boolean)') IS NOT NULL").fetchone()[0]
+            conn.execute("SELECT outbox_set_doorbell(%s)" if has_switch else "UPDATE outbox_doorbell SET armed = %s",
+                         (armed,))
     results = []
     labels = list(schemas)
     with tempfile.TemporaryDirectory() as tmp:

@@ -244,7 +244,7 @@ def bench_writers(stack: Stack, counts: list[int], seconds: float, rounds: int =
         verb = "DISABLE" if variant == "no_capture" else "ENABLE"
         sql(f"ALTER TABLE bench_item {verb} TRIGGER outbox_capture")
         sql(f"ALTER TABLE bench_item {verb} TRIGGER outbox_version")
-        sql(f"UPDATE outbox_doorbell SET armed = {variant != 'capture_no_notify'}")
+        sql(f"SELECT outbox_set_doorbell({variant != 'capture_no_notify'})")
         if variant == "capture_relay_running":
             stack.start_relay()
         return {"reference_trigger": "ref_item", "reference_trigger_notify": "refn_item"}.get(variant, "bench_item")

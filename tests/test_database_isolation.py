@@ -30,7 +30,7 @@ def test_a_test_that_sequences_leaves_positions_behind(db_url):
         conn.execute("SELECT * FROM outbox_claim(100, 0, 1000000)")
         conn.execute("UPDATE outbox_relay_state SET published_pos = last_pos, leader = 'gone',"
                       " leader_since = now(), heartbeat_at = now()")
-        conn.execute("UPDATE outbox_doorbell SET armed = false")
+        conn.execute("SELECT outbox_set_doorbell(false)")
     tables = relay_tables(db_url)
     assert tables[0] == [("checklist:1", 3)] and tables[1][:3] == (3, 3, "gone") and tables[2] == (False,)
 

@@ -1,7 +1,8 @@
 """The doorbell as writers ring it since migrations/0003_lean_capture.sql: the capture trigger
 and outbox_emit NOTIFY outbox themselves, once per transaction, only while the doorbell is
-armed, only if the transaction commits something; raw INSERTs into outbox still ring at
-commit through the constraint trigger. A real LISTEN connection observes each case."""
+armed, only if the transaction commits something; raw INSERTs into outbox ring too,
+through txid's default (migrations/0008_lean_ring.sql). A real LISTEN connection observes
+each case."""
 from __future__ import annotations
 
 import psycopg
@@ -20,7 +21,7 @@ def doorbell(db_url):
         listener.execute("LISTEN outbox")
 
         def set_armed(armed: bool) -> None:
-            admin.execute("UPDATE outbox_doorbell SET armed = %s WHERE id = 1", (armed,))
+            admin.execute("SELECT outbox_set_doorbell(%s)", (armed,))
 
         set_armed(True)
         try:
