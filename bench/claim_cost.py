@@ -172,9 +172,10 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-def _single(bindir: Path, datadir: Path, script: str, valgrind_out: Path | None = None) -> str:
+def _single(bindir: Path, datadir: Path, script: str, valgrind_out: Path | None = None,
+            dbname: str = "postgres") -> str:
     """Run SQL lines through `postgres --single` (each line one statement); returns its output."""
-    cmd = [str(bindir / "postgres"), "--single", "-D", str(datadir), "-c", "fsync=off", "postgres"]
+    cmd = [str(bindir / "postgres"), "--single", "-D", str(datadir), "-c", "fsync=off", dbname]
     if valgrind_out:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={valgrind_out}"] + cmd
     done = subprocess.run(_as_postgres(cmd), input=script, capture_output=True, text=True, check=True)
@@ -198,12 +199,7 @@ def instructions(sides: list[dict], rows: int) -> dict:
             session = (s["session_sql"] + ";\n") if s["session_sql"] else ""
 
             def count(script: str, tag: str, claimed: int | None = None) -> int:
-                run = work / "run"
-                shutil.rmtree(run, ignore_errors=True)
-                shutil.copytree(data, run, symlinks=True)
-                if os.geteuid() == 0:
-                    subprocess.run(["chown", "-R", "postgres", str(run)], check=True)
-                out = _single(bindir, run, script, work / f"callgrind.{i}.{tag}")
+                out = _single(bindir, fresh_copy(data, work / "run"), script, work / f"callgrind.{i}.{tag}")
                 got = sum(int(n) for n in re.findall(r'count = "(\d+)"', out))
                 if claimed is not None and got != claimed:
                     raise RuntimeError(f"{tag}: claimed {got} rows, expected {claimed}:\n{out[-2000:]}")
@@ -226,8 +222,18 @@ def instructions(sides: list[dict], rows: int) -> dict:
     return result
 
 
-def _prepare_cluster(bindir: Path, work: Path, data: Path, s: dict, rows: int) -> None:
-    """A new cluster with the side's schema and `rows` unsequenced rows, vacuumed and checkpointed."""
+def fresh_copy(data: Path, run: Path) -> Path:
+    """A copy of a stopped cluster to run once (`postgres --single` changes it), owned by postgres."""
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.copytree(data, run, symlinks=True)
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", "postgres", str(run)], check=True)
+    return run
+
+
+def new_cluster(bindir: Path, work: Path, data: Path, prepare) -> None:
+    """initdb a cluster in `data`, start it on a socket in `work` only, call prepare(url of
+    its postgres database), then checkpoint and stop it."""
     subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "--locale=C.UTF-8"]),
                    check=True, capture_output=True)
     port = 20000 + os.getpid() % 20000
@@ -236,14 +242,23 @@ def _prepare_cluster(bindir: Path, work: Path, data: Path, s: dict, rows: int) -
                                        str(work / "server.log"), "start"]), check=True, capture_output=True)
     try:
         url = f"postgresql://postgres@/postgres?host={work}&port={port}"
-        with psycopg.connect(url, autocommit=True) as conn:
-            for sql in s["migrations"].values():
-                conn.execute(sql)
-        _fill(url, rows)
+        prepare(url)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CHECKPOINT")
     finally:
         subprocess.run(_as_postgres(ctl + ["-m", "fast", "stop"]), check=True, capture_output=True)
+
+
+def _prepare_cluster(bindir: Path, work: Path, data: Path, s: dict, rows: int) -> None:
+    """A new cluster with the side's schema and `rows` unsequenced rows, checkpointed."""
+
+    def prepare(url: str) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for sql in s["migrations"].values():
+                conn.execute(sql)
+        _fill(url, rows)
+
+    new_cluster(bindir, work, data, prepare)
 
 
 def main() -> None:

@@ -15,14 +15,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import psycopg
 
 from bench import relay_bench
-from bench.claim_cost import _as_postgres, _bindir, _instructions
+from bench.claim_cost import _bindir, _instructions, _single, fresh_copy, new_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {  # name -> (statements before the inserts, table inserted into)
@@ -33,38 +32,18 @@ VARIANTS = {  # name -> (statements before the inserts, table inserted into)
 }
 
 
-def _cluster(bindir: Path, work: Path) -> Path:
-    """A new cluster holding relay_bench's database (every migration, bench_item tracked)."""
-    data = work / "data"
-    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "--locale=C.UTF-8"]),
-                   check=True, capture_output=True)
-    port = 22000 + os.getpid() % 20000
-    ctl = [str(bindir / "pg_ctl"), "-D", str(data), "-w"]
-    subprocess.run(_as_postgres(ctl + ["-o", f"-p {port} -k {work} -c listen_addresses=''", "-l",
-                                       str(work / "server.log"), "start"]), check=True, capture_output=True)
-    try:
-        url = relay_bench.make_db(f"postgresql://postgres@/postgres?host={work}&port={port}")
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("SELECT outbox_set_doorbell(false)")
-            conn.execute("CHECKPOINT")
-    finally:
-        subprocess.run(_as_postgres(ctl + ["-m", "fast", "stop"]), check=True, capture_output=True)
-    return data
+def _prepare(url: str) -> None:
+    """relay_bench's database (every migration, bench_item tracked), the doorbell disarmed."""
+    with psycopg.connect(relay_bench.make_db(url), autocommit=True) as conn:
+        conn.execute("SELECT outbox_set_doorbell(false)")
 
 
 def _count(bindir: Path, work: Path, data: Path, script: str) -> int:
     """Instructions of one `postgres --single` run of `script` on a fresh copy of the cluster."""
-    run = work / "run"
-    shutil.rmtree(run, ignore_errors=True)
-    shutil.copytree(data, run, symlinks=True)
-    if os.geteuid() == 0:
-        subprocess.run(["chown", "-R", "postgres", str(run)], check=True)
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/callgrind.out",
-           str(bindir / "postgres"), "--single", "-D", str(run), "-c", "fsync=off", relay_bench.DBNAME]
-    done = subprocess.run(_as_postgres(cmd), input=script, capture_output=True, text=True, check=True)
-    if "ERROR" in done.stderr:
-        raise RuntimeError(done.stderr[-2000:])
-    return _instructions(done.stdout + done.stderr)
+    out = _single(bindir, fresh_copy(data, work / "run"), script, work / "callgrind.out", relay_bench.DBNAME)
+    if "ERROR" in out:
+        raise RuntimeError(out[-2000:])
+    return _instructions(out)
 
 
 def measure(inserts: int) -> dict:
@@ -73,7 +52,8 @@ def measure(inserts: int) -> dict:
     if os.geteuid() == 0:
         shutil.chown(work, "postgres")
     try:
-        data = _cluster(bindir, work)
+        data = work / "data"
+        new_cluster(bindir, work, data, _prepare)
         per_tx = {}
         for name, (setup, table) in VARIANTS.items():
             # Each line of a --single script is its own transaction: one insert, one commit.
