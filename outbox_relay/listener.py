@@ -1,10 +1,11 @@
 """The doorbell: LISTEN outbox on a dedicated autocommit connection, and arm/disarm.
 
 Writers NOTIFY only while the doorbell is armed (once per transaction, at its first outbox
-row: migrations/0003 and 0008), because NOTIFY serializes commits. The relay disarms when it finds work (inside the
-claim's own transaction), drains, arms, then drains once more. A writer that read "disarmed" was in progress when the relay armed: the
-relay notes those transactions and drains once more when they have all ended (bounded by
-ARMED_WATCH; the poll timer covers a writer slower than that).
+row: migrations/0003 and 0008), because NOTIFY serializes commits. The relay disarms when
+it finds work (inside the claim), drains, arms, then drains once more. A writer that read
+"disarmed" was in progress when the relay armed: the relay notes those transactions and
+drains once more when they have all ended (bounded by ARMED_WATCH; the poll timer covers a
+writer slower than that).
 """
 from __future__ import annotations
 
