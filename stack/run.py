@@ -75,13 +75,17 @@ class Ports:
 
 
 def _address_port(raw: str) -> int:
-    """The port of tcp://host:port, or a bare port."""
+    """The port of tcp://host:port, or a bare port; in range either way."""
     if raw.isdigit():
         return parse_port(raw)
     try:
-        return port_of(raw)[1]
+        port = port_of(raw)[1]
     except ValueError:
         raise ValueError(f"{raw!r} is not an address like tcp://127.0.0.1:5557") from None
+    try:
+        return parse_port(str(port))
+    except ValueError as exc:
+        raise ValueError(f"{raw!r}: port {exc}") from None
 
 
 def ports_from_env(env: Mapping[str, str]) -> Ports:

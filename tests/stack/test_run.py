@@ -32,11 +32,18 @@ def test_ports_default_and_from_env():
 
 @pytest.mark.parametrize("name,value", [
     ("PORTAL_PORT", "abc"), ("SYNC_PORT", "70000"), ("OUTBOX_BROKER_FRONTEND", "tcp://nohost"),
+    ("OUTBOX_BROKER_BACKEND", "tcp://127.0.0.1:70000"), ("OUTBOX_BROKER_FRONTEND", "tcp://127.0.0.1:0"),
     ("OUTBOX_RELAY_METRICS_PORT", "0"),
 ])
 def test_bad_port_values_name_the_variable(name, value):
     with pytest.raises(run.ConfigError, match=name):
         ports_from_env({name: value})
+
+
+def test_a_port_inside_an_address_is_range_checked():
+    with pytest.raises(run.ConfigError) as err:
+        ports_from_env({"OUTBOX_BROKER_BACKEND": "tcp://127.0.0.1:70000"})
+    assert str(err.value) == "OUTBOX_BROKER_BACKEND='tcp://127.0.0.1:70000': port 70000 is out of range [1, 65535]"
 
 
 def test_service_specs_wire_the_ports_together():
