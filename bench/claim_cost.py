@@ -31,12 +31,12 @@ import re
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import psycopg
 
+from bench import pgsingle
 from bench.relay_bench import fill_backlog
 from outbox_relay.sequencer import CLAIM_SQL
 from stack.database import database_url, with_dbname
@@ -164,33 +164,9 @@ def paired(sides: list[dict], rows: int, rounds: int) -> dict:
 
 # --- instruction counts -----------------------------------------------------------------------
 
-def _bindir() -> Path:
-    return Path(subprocess.run(["pg_config", "--bindir"], check=True, capture_output=True, text=True).stdout.strip())
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-def _single(bindir: Path, datadir: Path, script: str, valgrind_out: Path | None = None,
-            dbname: str = "postgres") -> str:
-    """Run SQL lines through `postgres --single` (each line one statement); returns its output."""
-    cmd = [str(bindir / "postgres"), "--single", "-D", str(datadir), "-c", "fsync=off", dbname]
-    if valgrind_out:
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={valgrind_out}"] + cmd
-    done = subprocess.run(_as_postgres(cmd), input=script, capture_output=True, text=True, check=True)
-    return done.stdout + done.stderr
-
-
-def _instructions(output: str) -> int:
-    return int(re.search(r"refs:\s+([\d,]+)", output).group(1).replace(",", ""))
-
-
 def instructions(sides: list[dict], rows: int) -> dict:
-    bindir = _bindir()
-    work = Path(tempfile.mkdtemp(prefix="claim_cost_"))
-    if os.geteuid() == 0:
-        shutil.chown(work, "postgres")
+    bindir = pgsingle.server_bindir()
+    work = pgsingle.work_dir("claim_cost_")
     result = {}
     try:
         for i, s in enumerate(sides):
@@ -199,11 +175,11 @@ def instructions(sides: list[dict], rows: int) -> dict:
             session = (s["session_sql"] + ";\n") if s["session_sql"] else ""
 
             def count(script: str, tag: str, claimed: int | None = None) -> int:
-                out = _single(bindir, fresh_copy(data, work / "run"), script, work / f"callgrind.{i}.{tag}")
+                out = pgsingle.single(bindir, pgsingle.fresh_copy(data, work / "run"), script, work / f"callgrind.{i}.{tag}")
                 got = sum(int(n) for n in re.findall(r'count = "(\d+)"', out))
                 if claimed is not None and got != claimed:
                     raise RuntimeError(f"{tag}: claimed {got} rows, expected {claimed}:\n{out[-2000:]}")
-                return _instructions(out)
+                return pgsingle.instructions(out)
 
             claims = rows // BATCH
             claim = f"SELECT count(*) FROM outbox_claim({BATCH}, 0, {MAX_EVENT_BYTES}, true);\n"
@@ -222,33 +198,6 @@ def instructions(sides: list[dict], rows: int) -> dict:
     return result
 
 
-def fresh_copy(data: Path, run: Path) -> Path:
-    """A copy of a stopped cluster to run once (`postgres --single` changes it), owned by postgres."""
-    shutil.rmtree(run, ignore_errors=True)
-    shutil.copytree(data, run, symlinks=True)
-    if os.geteuid() == 0:
-        subprocess.run(["chown", "-R", "postgres", str(run)], check=True)
-    return run
-
-
-def new_cluster(bindir: Path, work: Path, data: Path, prepare) -> None:
-    """initdb a cluster in `data`, start it on a socket in `work` only, call prepare(url of
-    its postgres database), then checkpoint and stop it."""
-    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "--locale=C.UTF-8"]),
-                   check=True, capture_output=True)
-    port = 20000 + os.getpid() % 20000
-    ctl = [str(bindir / "pg_ctl"), "-D", str(data), "-w"]
-    subprocess.run(_as_postgres(ctl + ["-o", f"-p {port} -k {work} -c listen_addresses=''", "-l",
-                                       str(work / "server.log"), "start"]), check=True, capture_output=True)
-    try:
-        url = f"postgresql://postgres@/postgres?host={work}&port={port}"
-        prepare(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CHECKPOINT")
-    finally:
-        subprocess.run(_as_postgres(ctl + ["-m", "fast", "stop"]), check=True, capture_output=True)
-
-
 def _prepare_cluster(bindir: Path, work: Path, data: Path, s: dict, rows: int) -> None:
     """A new cluster with the side's schema and `rows` unsequenced rows, checkpointed."""
 
@@ -258,7 +207,7 @@ def _prepare_cluster(bindir: Path, work: Path, data: Path, s: dict, rows: int) -
                 conn.execute(sql)
         _fill(url, rows)
 
-    new_cluster(bindir, work, data, prepare)
+    pgsingle.new_cluster(bindir, work, data, prepare)
 
 
 def main() -> None:

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import psycopg
 
-from bench import relay_bench
-from bench.claim_cost import _bindir, _instructions, _single, fresh_copy, new_cluster
+from bench import pgsingle, relay_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {  # name -> (statements before the inserts, table inserted into)
@@ -40,27 +37,27 @@ def _prepare(url: str) -> None:
 
 def _count(bindir: Path, work: Path, data: Path, script: str) -> int:
     """Instructions of one `postgres --single` run of `script` on a fresh copy of the cluster."""
-    out = _single(bindir, fresh_copy(data, work / "run"), script, work / "callgrind.out", relay_bench.DBNAME)
+    out = pgsingle.single(bindir, pgsingle.fresh_copy(data, work / "run"), script, work / "callgrind.out",
+                          relay_bench.DBNAME)
     if "ERROR" in out:
         raise RuntimeError(out[-2000:])
-    return _instructions(out)
+    return pgsingle.instructions(out)
 
 
 def measure(inserts: int) -> dict:
-    bindir = _bindir()
-    work = Path(tempfile.mkdtemp(prefix="writer_cost_"))
-    if os.geteuid() == 0:
-        shutil.chown(work, "postgres")
+    bindir = pgsingle.server_bindir()
+    work = pgsingle.work_dir("writer_cost_")
     try:
         data = work / "data"
-        new_cluster(bindir, work, data, _prepare)
-        per_tx = {}
+        pgsingle.new_cluster(bindir, work, data, _prepare)
+        per_tx, base = {}, {}
         for name, (setup, table) in VARIANTS.items():
             # Each line of a --single script is its own transaction: one insert, one commit.
             writes = "".join(f"INSERT INTO {table} (checklist_id, text) VALUES ({k % 32}, 'x');\n"
                              for k in range(inserts))
-            base = _count(bindir, work, data, "SELECT 1;\n" + setup)
-            per_tx[name] = round((_count(bindir, work, data, "SELECT 1;\n" + setup + writes) - base) / inserts)
+            if setup not in base:  # start-up and setup alone, counted once per distinct setup
+                base[setup] = _count(bindir, work, data, "SELECT 1;\n" + setup)
+            per_tx[name] = round((_count(bindir, work, data, "SELECT 1;\n" + setup + writes) - base[setup]) / inserts)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"inserts": inserts, "instructions_per_tx": per_tx,
