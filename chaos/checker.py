@@ -152,3 +152,22 @@ def unsequenced_gaps(truth: Mapping[str, Mapping[int, Change]]) -> int:
             lo, hi = min(by_tpos), max(by_tpos)
             holes += (hi - lo + 1) - len(by_tpos)
     return holes
+
+
+def misordered_rows(truth: Mapping[str, Mapping[int, Change]]) -> list[str]:
+    """Objects whose versions do not rise with pos in the database itself (a sequencing bug:
+    positions must follow commit order on every row, and a row's versions are its commit
+    order). Checked across topics: a moved item's delete and insert carry the same version."""
+    by_key: dict[Key, list[Change]] = {}
+    for by_tpos in truth.values():
+        for ch in by_tpos.values():
+            if ch.version is not None:
+                by_key.setdefault(ch.key, []).append(ch)
+    out = []
+    for key, changes in by_key.items():
+        changes.sort(key=lambda ch: ch.pos)
+        for before, after in zip(changes, changes[1:]):
+            if after.version < before.version:
+                out.append(f"{key}: version {after.version} at pos {after.pos} after version "
+                           f"{before.version} at pos {before.pos}")
+    return out

@@ -11,8 +11,10 @@ from typing import Awaitable, Callable
 
 import psycopg
 
+from outbox_relay.config import RelayConfig
+
 from .cluster import Cluster, PrivatePostgres
-from .load import open_transaction
+from .load import hot_row_races, open_transaction
 from .recorder import RecordingClient, successor
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ class Context:
     slow_seconds: float = 30.0
     open_tx_seconds: float = 60.0
     pause_seconds: float = 10.0
+    batch_rows: int = RelayConfig().batch_size  # the chaos relays run with the default
     notes: list[str] = field(default_factory=list)
     broken_at: float = 0.0   # monotonic time of the break; recovery is measured from it
 
@@ -144,6 +147,20 @@ async def relays_race_cold(ctx: Context) -> None:
         await _thread(d.wait_for_line, "relay started", 20.0)
 
 
+async def outage_longer_than_a_batch(ctx: Context) -> None:
+    """Every relay down while writers conflict on hot rows (chaos.load.hot_row_races), the
+    backlog several claim batches long; then the relays come back and drain it. Positions
+    must still follow commit order on every row."""
+    c = ctx.cluster
+    names = list(c.relays)
+    for name in names:
+        c.relays[name].kill(signal.SIGKILL)
+    rows = await hot_row_races(c.dsn, ctx.topics[0], rounds=3, filler=ctx.batch_rows + ctx.batch_rows // 4)
+    ctx.notes.append(f"backlog of {rows} rows from the races, plus the load's")
+    for name in names:
+        await _thread(c.start_relay, name)
+
+
 FAULTS: dict[str, Fault] = {
     "kill -9 relay leader": kill_leader,
     "kill -9 all relays": kill_all_relays,
@@ -156,4 +173,5 @@ FAULTS: dict[str, Fault] = {
     "slow client": slow_client,
     "open transaction": open_transaction_fault,
     "relays race cold": relays_race_cold,
+    "outage longer than a batch": outage_longer_than_a_batch,
 }

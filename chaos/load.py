@@ -148,3 +148,31 @@ async def open_transaction(dsn: str, topic: str, hold: float) -> int:
                 " VALUES (%s, 'held open', false, 0, 1)", (topic_id(topic),))
             await asyncio.sleep(hold)
         return 1
+
+
+async def hot_row_races(dsn: str, topic: str, *, rounds: int, filler: int) -> int:
+    """The race behind issue 13, `rounds` times on one hot item of `topic`: a transaction
+    writes an early row and stays open; `filler` one-row transactions commit (on a topic no
+    client watches, so the backlog spans claim batches); another transaction updates the hot
+    item and commits; the open one then updates it too and commits. Returns rows written."""
+    checklist = topic_id(topic)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as setup:
+        cur = await setup.execute("INSERT INTO checklists_item (checklist_id, text, done, position, version)"
+                                  " VALUES (%s, 'hot', false, 0, 1) RETURNING id", (checklist,))
+        hot = (await cur.fetchone())[0]
+        # Filler commits need not wait for the disk: they only make the backlog long.
+        await setup.execute("SET synchronous_commit = off")
+        rows = 1
+        for r in range(rounds):
+            async with await psycopg.AsyncConnection.connect(dsn) as late, \
+                    await psycopg.AsyncConnection.connect(dsn) as quick:
+                await late.execute("INSERT INTO checklists_item (checklist_id, text, done, position, version)"
+                                   " VALUES (%s, %s, false, 1, 1)", (checklist, f"early {r}"))
+                for _ in range(filler):
+                    await setup.execute("SELECT outbox_emit('chaos:filler', 'filler', '{}')")
+                await quick.execute("UPDATE checklists_item SET text = %s WHERE id = %s", (f"quick {r}", hot))
+                await quick.commit()
+                await late.execute("UPDATE checklists_item SET text = %s WHERE id = %s", (f"late {r}", hot))
+                await late.commit()
+            rows += filler + 3
+    return rows

@@ -29,8 +29,8 @@ LONG = {"slow client", "open transaction", "SIGSTOP broker"}
 
 def table(rows: list[tuple[str, list[TrialResult]]]) -> str:
     head = ("| fault | trials | committed | missing | duplicates | reorders | mismatched | state diffs "
-            "| resyncs | recovery max (s) | recovery mean (s) | ok |")
-    lines = [head, "|" + "---|" * 12]
+            "| rows out of order | resyncs | recovery max (s) | recovery mean (s) | ok |")
+    lines = [head, "|" + "---|" * 13]
     for name, results in rows:
         t = Totals()
         for r in results:
@@ -38,13 +38,14 @@ def table(rows: list[tuple[str, list[TrialResult]]]) -> str:
         rec = [r.recovery for r in results if r.recovery is not None]
         failed_recovery = sum(1 for r in results if r.recovery is None)
         ok = all(r.ok for r in results)
+        misordered = sum(r.db_misordered for r in results)
         lines.append(
             f"| {name} | {len(results)} | {t.committed} | {t.missing} | {t.duplicates} | {t.reorders} "
-            f"| {t.mismatched} | {t.state_diff} | {t.resyncs} "
+            f"| {t.mismatched} | {t.state_diff} | {misordered} | {t.resyncs} "
             f"| {max(rec):.2f}{' +' + str(failed_recovery) + ' timed out' if failed_recovery else ''} "
             f"| {sum(rec) / len(rec):.2f} | {'yes' if ok else 'NO'} |" if rec else
             f"| {name} | {len(results)} | {t.committed} | {t.missing} | {t.duplicates} | {t.reorders} "
-            f"| {t.mismatched} | {t.state_diff} | {t.resyncs} | timed out | - | NO |")
+            f"| {t.mismatched} | {t.state_diff} | {misordered} | {t.resyncs} | timed out | - | NO |")
     return "\n".join(lines)
 
 
@@ -79,7 +80,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 status = "ok" if r.ok else "FAIL"
                 print(f"{name} #{i + 1}: {status} committed={r.committed} missing={r.totals.missing} "
                       f"dup={r.totals.duplicates} reorder={r.totals.reorders} mismatch={r.totals.mismatched} "
-                      f"state={r.totals.state_diff} recovery={r.recovery}", flush=True)
+                      f"state={r.totals.state_diff} rows_out_of_order={r.db_misordered} recovery={r.recovery}",
+                      flush=True)
                 if not r.ok:
                     details.append(f"- {name} #{i + 1}: " + "; ".join(r.notes + r.totals.examples)[:2000])
                     await asyncio.to_thread(_heal, cluster)

@@ -12,7 +12,7 @@ import psycopg
 from syncserver.tokens import mint
 
 from . import db
-from .checker import Totals, check_all, unsequenced_gaps
+from .checker import Totals, check_all, misordered_rows, unsequenced_gaps
 from .cluster import SECRET, ORIGIN, Cluster, PrivatePostgres
 from .faults import Context, Fault
 from .load import Load
@@ -44,11 +44,13 @@ class TrialResult:
     # seconds from the fault until every client applied everything committed before the repair
     recovery: float | None
     db_holes: int
+    # objects whose versions do not rise with pos in the outbox (chaos.checker.misordered_rows)
+    db_misordered: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.totals.ok and self.recovery is not None and self.db_holes == 0
+        return self.totals.ok and self.recovery is not None and self.db_holes == 0 and self.db_misordered == 0
 
 
 def _snapshot_fn(dsn: str):
@@ -142,5 +144,7 @@ async def run_trial(cluster: Cluster, name: str, fault: Fault, opts: Options,
     errors = [e for c in ctx.clients for e in c.stats.errors]
     if errors:
         ctx.notes.append(f"protocol errors: {errors[:3]}")
+    misordered = misordered_rows(truth)
+    ctx.notes.extend(misordered[:3])
     return TrialResult(fault=name, committed=load.stats.events, totals=totals, recovery=recovery,
-                       db_holes=unsequenced_gaps(truth), notes=ctx.notes)
+                       db_holes=unsequenced_gaps(truth), db_misordered=len(misordered), notes=ctx.notes)

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 class RelayConfig:
     broker_url: str = DEFAULT_FRONTEND          # the broker's frontend (XSUB) to publish to
     poll_interval: float = 1.0                  # seconds between polls when no doorbell rings
-    batch_size: int = 2000                      # rows claimed per transaction (plus the rest of their transactions)
+    batch_size: int = 2000                      # rows per claim: the transactions that end within them
     heartbeat_interval: float = 1.0             # seconds between heartbeats
     lock_retry: float = 0.5                     # standby: seconds between leadership attempts
     metrics_port: int = 9101                    # 0 disables the Prometheus endpoint

@@ -3,9 +3,9 @@
 Writers NOTIFY only while the doorbell is armed (once per transaction, at its first outbox
 row: migrations/0003 and 0008), because NOTIFY serializes commits. The relay disarms when
 it finds work (inside the claim), drains, arms, then drains once more. A writer that read
-"disarmed" was in progress when the relay armed: the relay notes those transactions and
-drains once more when they have all ended (bounded by ARMED_WATCH; the poll timer covers a
-writer slower than that).
+"disarmed" was in progress when the relay armed: the relay notes those transactions and,
+while it sleeps, drains again each time some of them have ended (relay.Relay._sleep), so one
+left open delays nobody else.
 """
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ ARM_SQL = "SELECT outbox_set_doorbell(true)"
 # Run right after arming: the transactions in progress now are the only ones that may have
 # read "disarmed" at commit and not rung; the relay drains again once they have ended.
 IN_PROGRESS_SQL = "SELECT coalesce(array_agg(x), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) AS x"
-STILL_RUNNING_SQL = "SELECT count(*) FROM unnest(%s::xid8[]) AS x WHERE pg_xact_status(x) = 'in progress'"
+# Which of them are still running (pg_xact_status is NULL for an xid too old to know: ended).
+STILL_RUNNING_SQL = ("SELECT coalesce(array_agg(x), '{}') FROM unnest(%s::xid8[]) AS x"
+                     " WHERE pg_xact_status(x) = 'in progress'")
 
 
 class Listener:

@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 CONNECT_KWARGS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
                   "connect_timeout": 5}
 BACKLOG_EVERY = 5.0  # seconds between backlog counts (a count is not free on a big backlog)
-ARMED_WATCH = 0.5    # at most this long, watch writers that were committing when the doorbell was armed
+# While asleep, the relay checks every WATCH_MAX_STEP (starting at WATCH_FIRST_STEP) whether
+# a transaction that was in progress when it armed the doorbell has ended (see Relay._sleep).
+WATCH_FIRST_STEP = 0.002
+WATCH_MAX_STEP = 0.01
 # The claim is a plpgsql function whose statements take arrays sized by the batch. With
 # custom plans (the default choice for them) PostgreSQL plans its four statements again on
 # every call, ~0.5 ms: most of the execution time of a one-event claim, on the path of every
@@ -110,11 +113,7 @@ class Relay:
                 in_progress = (await cur.fetchone())[0]
                 if await self._drain(conn, publisher, stop):
                     continue  # work arrived meanwhile: stay awake (and disarmed next round)
-                woke = await self._watch_unrung(conn, listener, in_progress, stop)
-                if woke == "watched" and await self._drain(conn, publisher, stop):
-                    continue  # a writer committed without ringing: it is published now
-                if woke in (None, "watched"):
-                    woke = await listener.wait(self.config.poll_interval, stop)
+                woke = await self._sleep(conn, publisher, listener, in_progress, stop)
                 if woke == "listener-lost":
                     log.warning("relay listener lost error=%r; reconnecting", str(listener.error()).strip())
                     await self._reconnect_listener(listener, stop)
@@ -133,24 +132,33 @@ class Relay:
                 except psycopg.Error:
                     pass  # the next leader republishes from the last recorded position
 
-    async def _watch_unrung(self, conn: psycopg.AsyncConnection, listener: Listener, xids: list,
-                            stop: asyncio.Event) -> str | None:
-        """Wait until the transactions in progress at arming time have ended (they may have
-        committed without ringing), or a ring; None when they ended (the caller's loop
-        then drains again) or when there were none."""
-        if not xids:
-            return None
-        deadline = time.monotonic() + min(ARMED_WATCH, self.config.poll_interval)
-        step = 0.005
-        while time.monotonic() < deadline:
-            woke = await listener.wait(step, stop)
+    async def _sleep(self, conn: psycopg.AsyncConnection, publisher: Publisher, listener: Listener,
+                     watched: list, stop: asyncio.Event) -> str:
+        """Sleep until a ring, the poll timer, stop or the listener's death, and say which.
+
+        Meanwhile watch `watched`, the transactions in progress when the doorbell was armed:
+        any of them may have read "disarmed" and will commit without ringing. Each time some
+        of them have ended, drain: a commit among them is published within a watch step,
+        however long the others stay open ("drained" if that found work: the claim disarmed
+        the doorbell, so the caller arms it again). The watch lasts as long as the sleep; the
+        next round records whatever is still in progress again.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.poll_interval
+        step = WATCH_FIRST_STEP
+        while (remaining := deadline - loop.time()) > 0:
+            woke = await listener.wait(min(step, remaining) if watched else remaining, stop)
             if woke != "poll":
                 return woke
-            cur = await conn.execute(STILL_RUNNING_SQL, (xids,))
-            if (await cur.fetchone())[0] == 0:
-                return "watched"
-            step = min(step * 2, 0.05)
-        return None
+            if not watched:
+                continue
+            cur = await conn.execute(STILL_RUNNING_SQL, (watched,))
+            running = (await cur.fetchone())[0]
+            if len(running) < len(watched) and await self._drain(conn, publisher, stop):
+                return "drained"
+            watched = running
+            step = min(step * 2, WATCH_MAX_STEP)
+        return "poll"
 
     async def _reconnect_listener(self, listener: Listener, stop: asyncio.Event) -> None:
         delay = 0.1

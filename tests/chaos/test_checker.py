@@ -1,7 +1,7 @@
 """The checker on crafted records: each defect class is counted, and a clean record passes."""
 from __future__ import annotations
 
-from chaos.checker import check_all, check_topic, unsequenced_gaps
+from chaos.checker import check_all, check_topic, misordered_rows, unsequenced_gaps
 from chaos.record import Change, TopicRecord
 
 TOPIC = "checklist:1"
@@ -135,3 +135,13 @@ def test_totals_and_database_holes():
     totals = check_all([("a", good), ("b", bad)], {TOPIC: truth_of(*events)}, {TOPIC: final_state(*events)})
     assert totals.records == 2 and totals.missing == 1 and not totals.ok
     assert unsequenced_gaps({TOPIC: {1: events[0], 3: events[1]}}) == 1
+
+
+def test_rows_whose_versions_fall_in_pos_order_are_counted():
+    """The database's own order (issue 13): versions of one object must rise with pos, across
+    topics too (a move's delete and insert share a version)."""
+    fine = {TOPIC: truth_of(ch(1, 1, 1, "insert"), ch(2, 1, 2), ch(3, 2, 1, "insert")),
+            "checklist:2": {1: Change(pos=104, tpos=1, entity="item", id="1", op="insert", version=2, data={})}}
+    assert misordered_rows(fine) == []
+    swapped = {TOPIC: truth_of(ch(1, 1, 1, "insert"), ch(2, 1, 3), ch(3, 1, 2))}
+    assert misordered_rows(swapped) == ["('item', '1'): version 2 at pos 103 after version 3 at pos 102"]

@@ -37,6 +37,7 @@ def trial(cluster: Cluster, fault: str):
     assert result.totals.mismatched == 0, detail
     assert result.totals.state_diff == 0, detail
     assert result.db_holes == 0, detail
+    assert result.db_misordered == 0, detail
     assert result.recovery is not None, detail
     return result
 
@@ -47,6 +48,7 @@ def trial(cluster: Cluster, fault: str):
     "kill -9 broker",
     "terminate LISTEN conn",
     "kill client",
+    "outage longer than a batch",
 ])
 def test_no_change_lost_duplicated_or_reordered(cluster, fault):
     trial(cluster, fault)

@@ -113,7 +113,7 @@ def test_migrated_schema_equals_sql_files(db_url, scratch_url):
     for part in expected:
         assert actual[part] == expected[part], f"{part} differ from migrations/*.sql"
     assert {t for t, *_ in expected["triggers"]} >= set(tracked)
-    assert ("outbox", "txid", "xid8", True, "outbox_txid_ringing()", "") in expected["columns"]  # the ring of raw INSERTs
+    assert ("outbox", "outbox_ring") in {t[:2] for t in expected["triggers"]}  # every INSERT rings (0009)
 
 
 @pytest.mark.django_db
