@@ -280,6 +280,18 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
 
 
+def parse_rate(text: str) -> float:
+    """'100/s' or '100' -> events per second (positive, finite); ValueError otherwise."""
+    number = text[:-2] if text.endswith("/s") else text
+    try:
+        rate = float(number)
+    except ValueError:
+        raise ValueError(f"expected events per second like 100/s, got {text!r}") from None
+    if not (0 < rate < float("inf")):
+        raise ValueError(f"expected a positive events-per-second rate like 100/s, got {text!r}")
+    return rate
+
+
 def parse_time(text: str) -> datetime:
     """ISO-8601; a time without a zone is taken as UTC."""
     from datetime import timezone

@@ -19,9 +19,10 @@ import signal
 import sys
 import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, TextIO
+from typing import Iterator, Mapping, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from outbox_relay.envvalues import env_value, parse_port
@@ -373,6 +374,43 @@ class Stack:
 
 # ---------------------------------------------------------------- entry point
 
+@contextmanager
+def own_terminal() -> Iterator[None]:
+    """While the stack runs, be the terminal's foreground process group, alone.
+
+    Ctrl-C makes the terminal send SIGINT to its foreground process group: under `make run`
+    that is make and this process. This process stops the stack and exits 0, but GNU make,
+    on a SIGINT of its own, waits for its child, then reports "Interrupt" and kills itself
+    with SIGINT (130). In a group of our own in the foreground (what a shell does for a job),
+    Ctrl-C reaches only us, and make sees a child that exited 0. Afterwards the terminal
+    goes back to the group that had it. Without a terminal (CI, tests) nothing changes.
+    """
+    try:
+        fd = sys.stdin.fileno()
+        previous = os.tcgetpgrp(fd) if os.isatty(fd) else None
+    except (OSError, ValueError):
+        previous = None
+    if previous is None or previous != os.getpgrp():  # no terminal, or we run in the background
+        yield
+        return
+    ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background group may not tcsetpgrp otherwise
+    try:
+        os.setpgid(0, 0)
+        os.tcsetpgrp(fd, os.getpgrp())
+    except OSError:
+        signal.signal(signal.SIGTTOU, ttou)
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            os.tcsetpgrp(fd, previous)
+        except OSError:
+            pass  # the terminal is gone
+        signal.signal(signal.SIGTTOU, ttou)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack.run", description=__doc__.splitlines()[0])
     parser.add_argument("--services", default=",".join(SERVICES),
@@ -428,4 +466,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with own_terminal():
+        code = main()
+    sys.exit(code)

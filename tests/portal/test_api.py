@@ -266,6 +266,18 @@ def test_stale_if_match_on_checklist(alice, checklist, client_for, outbox):
     assert outbox.since() == [] and Checklist.objects.get(pk=checklist.pk).title == "Groceries"
 
 
+@pytest.mark.parametrize("header", ["2", "abc", '"2', '2"', 'W/2', '"2" "3"', ",", '"2",,x', '"a"b"'])
+def test_a_malformed_if_match_is_400_and_writes_nothing(bob, checklist, client_for, outbox, header):
+    """Not a stale version (412) but a header that is not `*` or a list of quoted tags."""
+    item = checklist.items.first()
+    outbox.mark()
+    client = client_for(bob)
+    r = client.patch(f"/api/items/{item.pk}/", {"done": True}, format="json", HTTP_IF_MATCH=header)
+    assert r.status_code == 400 and "If-Match" in r.json()["detail"], r.content
+    assert client.delete(f"/api/items/{item.pk}/", HTTP_IF_MATCH=header).status_code == 400
+    assert outbox.since() == [] and Item.objects.filter(pk=item.pk, done=False).exists()
+
+
 def test_noop_update_produces_no_event(bob, checklist, client_for, outbox):
     item = checklist.items.first()
     r = client_for(bob).patch(f"/api/items/{item.pk}/", {"text": item.text}, format="json")

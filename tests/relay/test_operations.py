@@ -128,8 +128,24 @@ def test_status_and_management_commands(db_url):
     call_command("outbox_prune", "--older-than", "1d", "--dry-run", stdout=out)
     assert "would delete 0 published rows" in out.getvalue()
     out = io.StringIO()
-    call_command("outbox_replay", "--topic", "t:s", "--dry-run", stdout=out)
+    call_command("outbox_replay", "--topic", "t:s", "--dry-run", "--rate", "100/s", stdout=out)
     assert "would replay 3 events" in out.getvalue()
+    assert "\n\n" not in out.getvalue(), "management commands print double-spaced lines"
+    out = io.StringIO()
+    call_command("outbox_status", stdout=out)
+    assert "backlog" in out.getvalue() and "\n\n" not in out.getvalue()
+
+
+@pytest.mark.parametrize("given,rate", [("100/s", 100.0), ("100", 100.0), ("2.5/s", 2.5)])
+def test_replay_rate_is_events_per_second_as_documented(given, rate):
+    assert admin_cli.parser().parse_args(["replay", "--rate", given]).rate == rate
+
+
+@pytest.mark.parametrize("given", ["fast", "0", "-1/s", "100/min", "inf", "nan/s"])
+def test_a_bad_replay_rate_is_a_usage_error(given, capsys):
+    with pytest.raises(SystemExit) as exc:
+        admin_cli.parser().parse_args(["replay", "--rate", given])
+    assert exc.value.code == 2 and "--rate" in capsys.readouterr().err
 
 
 def test_admin_lists_outbox_with_relay_status_and_replays(stack, listening, client, django_user_model, monkeypatch):

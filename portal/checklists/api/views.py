@@ -86,7 +86,11 @@ def _require(allowed: bool, message: str) -> None:
 
 def _check_if_match(request, version: int) -> None:
     """Compare If-Match with the version of a row the caller has locked."""
-    if not etags.if_match_allows(request.headers.get("If-Match"), version):
+    try:
+        allowed = etags.if_match_allows(request.headers.get("If-Match"), version)
+    except etags.MalformedIfMatch as exc:
+        raise exceptions.ParseError(str(exc)) from None
+    if not allowed:
         exc = PreconditionFailed(f"The object changed: its current version is {version}.")
         exc.current_version = version
         raise exc

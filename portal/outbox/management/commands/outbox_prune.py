@@ -2,7 +2,7 @@ import argparse
 
 from django.core.management.base import BaseCommand
 
-from outbox_relay import admin_cli, operations
+from outbox_relay import admin_cli
 
 from ._relay import django_dsn
 
@@ -11,9 +11,7 @@ class Command(BaseCommand):
     help = "Delete published outbox rows older than a retention period (never an unpublished row)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--older-than", required=True, type=operations.parse_duration)
-        parser.add_argument("--dry-run", action="store_true")
+        admin_cli.add_prune_arguments(parser)
 
     def handle(self, *args, **opts):
-        ns = argparse.Namespace(cmd="prune", older_than=opts["older_than"], dry_run=opts["dry_run"])
-        admin_cli.run(ns, django_dsn(), out=self.stdout)
+        admin_cli.run(argparse.Namespace(cmd="prune", **opts), django_dsn(), out=self.stdout)

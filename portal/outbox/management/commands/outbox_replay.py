@@ -1,10 +1,8 @@
 import argparse
-import os
 
 from django.core.management.base import BaseCommand
 
 from outbox_relay import admin_cli
-from outbox_relay.config import DEFAULT_FRONTEND
 
 from ._relay import django_dsn
 
@@ -13,13 +11,7 @@ class Command(BaseCommand):
     help = "Re-publish stored outbox events by pos range, time window or topic (they keep their pos)."
 
     def add_arguments(self, parser):
-        admin_cli.add_selection_arguments(parser)
-        parser.add_argument("--dry-run", action="store_true")
-        parser.add_argument("--rate", type=float)
-        parser.add_argument("--broker", default=os.environ.get("OUTBOX_RELAY_BROKER_URL", DEFAULT_FRONTEND))
-        parser.add_argument("--no-progress", action="store_true")
+        admin_cli.add_replay_arguments(parser)
 
     def handle(self, *args, **opts):
-        ns = argparse.Namespace(cmd="replay", **{k: opts[k] for k in (
-            "from_pos", "to_pos", "since", "until", "topic", "dry_run", "rate", "broker", "no_progress")})
-        admin_cli.run(ns, django_dsn(), out=self.stdout)
+        admin_cli.run(argparse.Namespace(cmd="replay", **opts), django_dsn(), out=self.stdout)

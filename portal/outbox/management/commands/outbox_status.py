@@ -11,7 +11,7 @@ class Command(BaseCommand):
     help = "Relay status: leader, backlog, lag, positions, heartbeat age, poison rows."
 
     def add_arguments(self, parser):
-        parser.add_argument("--json", action="store_true")
+        admin_cli.add_status_arguments(parser)
 
     def handle(self, *args, **opts):
-        admin_cli.run(argparse.Namespace(cmd="status", json=opts["json"]), django_dsn(), out=self.stdout)
+        admin_cli.run(argparse.Namespace(cmd="status", **opts), django_dsn(), out=self.stdout)
