@@ -23,7 +23,7 @@ async def _open(kind, base):
 
 @pytest.mark.parametrize("kind", ["raw", "framed", "xhr_streaming", "xhr"])
 async def test_clients_receive_exactly_the_committed_events_in_order(db_url, kind):
-    topic, other = new_topic(), new_topic()
+    topic, other = new_topic(db_url), new_topic(db_url)
     async with sync_stack(db_url) as stack:
         c = await _open(kind, stack.base)
         try:
@@ -50,7 +50,7 @@ async def test_heartbeats_reach_clients_with_the_delivered_pos(db_url):
     async with sync_stack(db_url) as stack:
         c = await WebSocketClient(stack.base, raw=True).connect()
         try:
-            await stack.relay.items(new_topic(), 1)
+            await stack.relay.items(new_topic(db_url), 1)
             for _ in range(40):
                 if c.heartbeats and c.heartbeats[-1]["pos"] == stack.server.source.delivered_pos:
                     break

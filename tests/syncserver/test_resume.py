@@ -19,7 +19,7 @@ async def _subscribe(client, topic, since):
 
 @pytest.mark.parametrize("ring", [256, 0], ids=["from-ring", "from-outbox"])
 async def test_reconnect_gets_exactly_the_missed_events(db_url, ring):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url, recent_events=ring) as stack:
         c = await WebSocketClient(stack.base).connect()
         await _subscribe(c, topic, 0)
@@ -44,7 +44,7 @@ async def test_reconnect_gets_exactly_the_missed_events(db_url, ring):
 
 
 async def test_too_far_behind_after_pruning_gets_resync(db_url):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url, recent_events=2) as stack:
         await stack.relay.items(topic, 6)
         async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
@@ -63,7 +63,7 @@ async def test_too_far_behind_after_pruning_gets_resync(db_url):
 
 
 async def test_client_ahead_of_the_outbox_gets_resync_and_one_just_ahead_of_the_stream_does_not(db_url):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
         await stack.relay.items(topic, 2)
         # Sequenced but not yet published: the REST API may already report tpos 3.
@@ -82,7 +82,7 @@ async def test_client_ahead_of_the_outbox_gets_resync_and_one_just_ahead_of_the_
 
 
 async def test_unknown_topic_since_zero_is_live(db_url):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
         c = await WebSocketClient(stack.base).connect()
         try:
