@@ -292,3 +292,81 @@ async def test_a_database_failure_during_the_check_answers_resync(db_url):
             assert got["type"] == "resync", got
         finally:
             await c.close()
+
+
+# -- the check under a reconnect storm, and its order against a removal ----------------------
+
+async def test_thousands_of_subscribes_at_once_cost_one_query_per_loop_iteration(db_url):
+    """2,000 subscribes by 200 users in one burst (a restart's reconnect storm): the checks of
+    one loop iteration go out as one query, identical (user, topic) pairs share an answer."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from syncserver.authority import DatabaseAuthority
+    from syncserver.hub import Hub
+    from tests.syncserver.test_units import FakeCatchUp, Sink
+
+    users = list(range(100, 300))
+    topic = new_topic(db_url, users[:100])  # half of them are members
+    pool = AsyncConnectionPool(db_url, min_size=1, max_size=2, open=False, kwargs={"autocommit": False})
+    await pool.open()
+    try:
+        authority = DatabaseAuthority(pool)
+        hub = Hub(FakeCatchUp(), authority=authority)
+        sinks = [Sink(users[i % len(users)]) for i in range(2000)]
+        outcomes = await asyncio.gather(*[hub.subscribe(s, topic, 0) for s in sinks])
+        assert authority.queries == 1
+        for sink, outcome in zip(sinks, outcomes):
+            assert outcome == ("live" if sink.user_id in users[:100] else "revoked"), (sink.user_id, outcome)
+        # Another burst while a query runs: it waits and goes out as the next single query.
+        more = [Sink(users[0]) for _ in range(300)]
+        first = asyncio.gather(*[hub.subscribe(s, topic, 0) for s in sinks[:10]])
+        await asyncio.sleep(0)
+        second = asyncio.gather(*[hub.subscribe(s, topic, 0) for s in more])
+        await first
+        await second
+        assert authority.queries == 3
+    finally:
+        await pool.close()
+
+
+async def test_a_removal_committed_while_the_check_runs_revokes_the_subscription_on_the_stream(db_url):
+    """The subscription is registered before the database is asked: a removal that commits
+    after the check said yes still reaches it, through the live stream."""
+    async with portal_stack(db_url) as stack:
+        people = await django_call(lambda: People("alice", "bob"))
+        cid, topic = await people.new_list("alice")
+        await people.share("alice", cid, "bob")
+        await stack.relay.sequence()
+        since = await people.tpos("bob", cid)
+        authority = stack.server.authority
+        check = authority.check
+        checked = asyncio.Event()
+        release = asyncio.Event()
+
+        def slow_check(user_id, t):
+            fut = check(user_id, t)
+            wrapped = asyncio.get_running_loop().create_future()
+
+            async def later():
+                result = await fut  # answered (bob is a member), then held back
+                checked.set()
+                await release.wait()
+                wrapped.set_result(result)
+            asyncio.ensure_future(later())
+            return wrapped
+        authority.check = slow_check
+        c = await WebSocketClient(stack.base).connect()
+        try:
+            await c.auth((await people.sync_token("bob", topic))["token"])
+            await c.subscribe(topic, since)
+            await asyncio.wait_for(checked.wait(), 10)
+            await people.call("alice", "delete", f"/api/checklists/{cid}/members/bob/", expect=204)
+            await people.add_item("alice", cid, "after the removal")
+            removal = await stack.relay.sequence()
+            await wait_delivered(stack, removal[-1].pos)
+            release.set()
+            await expect(c, {"type": "revoked", "topic": topic}, "removed while the check was answered")
+            assert await c.quiet(0.4) == []
+        finally:
+            authority.check = check
+            await c.close()
