@@ -33,7 +33,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 ARTIFACTS = ROOT / "test-artifacts" / "acceptance"
 DEMO_PASSWORDS = {"alice": "alice-demo", "bob": "bob-demo", "admin": "admin-demo"}
 # Variables that would point the stack's services elsewhere than the ports chosen here.
-SYNC_TOKEN_TTL = 10  # seconds
+SYNC_TOKEN_TTL = 12  # seconds
 STACK_OVERRIDES = ("SYNC_PUBLIC_URL", "SYNC_ALLOWED_ORIGINS", "SYNC_BROKER_URL", "OUTBOX_RELAY_BROKER_URL")
 
 
