@@ -157,6 +157,14 @@ def revoked_users(events: Iterable[EventLike]) -> set[int]:
     return {user for user, op in last.items() if op == "delete"}
 
 
+def changes_hands(events: Iterable[EventLike]) -> bool:
+    """Whether a membership among `events` was given to another user in place (raw SQL:
+    UPDATE ... SET user_id). Its event names the new user only, so whose access ended is
+    unknown: every subscriber of the topic must be checked again."""
+    return any(e.entity == "membership" and e.op == "update" and "user_id" in (getattr(e, "changed", None) or ())
+               for e in events)
+
+
 def removes(events: Iterable[EventLike], user_id: int) -> bool:
     """Whether any of `events` removes user_id's membership (a rejoin later among them does
     not undo it: what lies between was not his to read)."""
@@ -327,6 +335,12 @@ class Hub:
         ts.window = max(self.coalesce, min(ts.flushed_at - started, MAX_WINDOW))
 
     def _deliver(self, topic: str, ts: TopicState, events: list) -> None:
+        if changes_hands(events):
+            # Rare (no UI or API path does it): each subscriber reloads and subscribes
+            # again, and the database decides (the previous holder is refused).
+            for sub in list(ts.subs.values()):
+                self._resync(sub, events[-1].tpos, "a membership changed hands")
+            return
         revoked = revoked_users(events)
         if revoked:
             # Access ends before any later event: these subscribers never see this batch.
@@ -505,6 +519,8 @@ class Hub:
             self._revoke(sub)
             metrics.RESUMES.labels("revoked").inc()
             return "revoked"
+        if changes_hands(events):
+            return self._resync(sub, events[-1].tpos, "a membership changed hands")
         if events:
             sub.sink.send_prepared(Prepared(protocol.recovered(sub.topic, [e.raw for e in events])))
             metrics.EVENTS_DELIVERED.labels("recovered").inc(len(events))

@@ -363,3 +363,26 @@ async def test_a_topic_postgresql_cannot_take_is_refused_without_a_query():
     for topic in ("checklist:1\x00", "checklist:\ud800"):
         assert await authority.check(7, topic) is None
     assert authority.queries == 0
+
+
+async def test_a_membership_given_to_another_user_makes_every_subscriber_of_the_topic_check_again():
+    cu = FakeCatchUp([], latest=0)
+    hub = make_hub(cu)
+    old_holder, other = Sink(1), Sink(2)
+    for s in (old_holder, other):
+        assert await hub.subscribe(s, "t", 0) == "live"
+    handed = ev(1, entity="membership", op="update", data={"user_id": 3, "role": "editor"})
+    handed.changed = ["user_id"]
+    role_only = ev(1, entity="membership", op="update", data={"user_id": 2, "role": "viewer"})
+    role_only.changed = ["role"]
+    from syncserver.hub import changes_hands
+    assert changes_hands([handed]) and not changes_hands([role_only]) and not changes_hands([ev(1)])
+    hub.on_event(handed)
+    await asyncio.sleep(0)
+    for s in (old_holder, other):
+        assert s.got[-1] == {"type": "resync", "topic": "t", "tpos": 1} and s.tpos() == []
+        assert not hub.is_subscribed(s, "t")
+    # In a replay too.
+    cu.events, cu.latest = [handed], 1
+    late = Sink(1)
+    assert await hub.subscribe(late, "t", 0) == "resync"
