@@ -7,6 +7,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from syncserver import protocol, tokens
 from syncserver.config import ConfigError, from_env
@@ -386,3 +387,29 @@ async def test_a_membership_given_to_another_user_makes_every_subscriber_of_the_
     cu.events, cu.latest = [handed], 1
     late = Sink(1)
     assert await hub.subscribe(late, "t", 0) == "resync"
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                         st.sampled_from(["actor", "request_id", "source", "text", '"actor":', "x\\"]), inner,
+                         max_size=4), max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(actor=st.none() | st.text(max_size=20) | st.sampled_from(["user:5", "user:5:token:9", "os:root", 'user:1"x']),
+       request_id=st.none() | st.text(max_size=20), data=_json, error=st.none() | st.text(max_size=20),
+       changed=st.lists(st.sampled_from(["actor", "request_id", "text"]), max_size=3),
+       pg_format=st.booleans())
+def test_the_spliced_browser_envelope_equals_the_re_encoded_one(actor, request_id, data, error, changed, pg_format):
+    from outbox_relay.envelope import decode, encode
+    from syncserver.redaction import _splice, browser_raw, for_browsers, public_actor
+
+    row = {"pos": 3, "tpos": 2, "topic": "checklist:1", "txid": 9, "entity": "item", "entity_id": "4", "op": "update",
+           "version": 2, "data": data, "changed": changed, "actor": actor, "source": "api", "request_id": request_id,
+           "created_at": "2024-01-01T00:00:00.000000Z", "tx_last": True, "error": error}
+    raw = encode(row)
+    if pg_format:  # PostgreSQL's json_build_object(...)::text spaces its separators
+        raw = json.dumps(json.loads(raw), separators=(", ", " : "), ensure_ascii=False).encode()
+    event = decode(raw)
+    assert _splice(raw, public_actor(actor)) is not None  # the fast path is taken
+    assert json.loads(for_browsers(event).raw) == json.loads(browser_raw(event))
