@@ -11,7 +11,7 @@ import tornado.websocket
 from tornado.iostream import IOStream
 
 from syncserver import wsframe
-from syncserver.hub import CatchUpResult, Hub, Prepared
+from syncserver.hub import Prepared
 from tests.syncserver.test_units import FakeCatchUp, Sink, ev, make_hub
 
 
