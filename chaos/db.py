@@ -37,11 +37,14 @@ def create_fixtures(dsn: str, *, checklists: int, tag: str) -> tuple[int, str, l
         user_id = row[0]
         topics = []
         for n in range(checklists):
-            cid = conn.execute(
-                "INSERT INTO checklists_checklist (title, owner_id, created_at, version)"
-                " VALUES (%s, %s, now(), 1) RETURNING id", (f"{tag} list {n}", user_id)).fetchone()[0]
-            conn.execute("INSERT INTO checklists_membership (checklist_id, user_id, role, version)"
-                         " VALUES (%s, %s, 'owner', 1)", (cid, user_id))
+            # One transaction, as the portal creates a list with its owner: the owner's
+            # membership then covers the list's whole history (the sync server's floor).
+            with conn.transaction():
+                cid = conn.execute(
+                    "INSERT INTO checklists_checklist (title, owner_id, created_at, version)"
+                    " VALUES (%s, %s, now(), 1) RETURNING id", (f"{tag} list {n}", user_id)).fetchone()[0]
+                conn.execute("INSERT INTO checklists_membership (checklist_id, user_id, role, version)"
+                             " VALUES (%s, %s, 'owner', 1)", (cid, user_id))
             topics.append(f"checklist:{cid}")
     return user_id, username, topics
 

@@ -18,11 +18,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from tornado.ioloop import PeriodicCallback
 
 from syncserver import protocol
+from syncserver.authority import DatabaseAuthority
 from syncserver.catchup import OutboxCatchUp
 from syncserver.config import Config
 from syncserver.connection import SyncConnection
-from syncserver.hub import HEARTBEAT_TOPIC, CatchUp, Hub, Prepared
+from syncserver.hub import HEARTBEAT_TOPIC, Authority, CatchUp, Hub, Prepared
 from syncserver.origins import OriginPolicy
+from syncserver.redaction import for_browsers
 from syncserver.sockjs_patches import PatchedRouter
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,8 @@ class EventSource(Protocol):
 
 
 class SyncServer:
-    def __init__(self, config: Config, *, source: EventSource | None = None, catchup: CatchUp | None = None):
+    def __init__(self, config: Config, *, source: EventSource | None = None, catchup: CatchUp | None = None,
+                 authority: Authority | None = None):
         self.config = config
         self.catchup = catchup if catchup is not None else OutboxCatchUp(config.database_url)
         if source is None:
@@ -50,7 +53,9 @@ class SyncServer:
 
             source = Subscriber(broker_url=config.broker_url, dsn=config.database_url)
         self.source = source
-        self.hub = Hub(self.catchup, recent_events=config.recent_events,
+        # Grant checks share the catch-up reads' pool (both are short reads).
+        self.authority = authority if authority is not None else DatabaseAuthority(self.catchup.pool)
+        self.hub = Hub(self.catchup, authority=self.authority, recent_events=config.recent_events,
                        max_recover_events=config.max_recover_events, max_subscriptions=config.max_subscriptions,
                        coalesce=config.coalesce_ms / 1000)
         self.origin_policy = OriginPolicy(config.allowed_origins)
@@ -107,7 +112,11 @@ class SyncServer:
         return self.port
 
     async def _run_source(self) -> None:
-        await self.source.run(self.hub.on_event)
+        await self.source.run(self._route)
+
+    def _route(self, event) -> None:
+        # Browsers get the redacted envelope, built here once per event (syncserver/redaction.py).
+        self.hub.on_event(event if event.topic == HEARTBEAT_TOPIC else for_browsers(event))
 
     async def _watch_broker(self) -> None:
         """Listen to the relay's heartbeats: /healthz reports whether the broker stream is alive."""

@@ -1,8 +1,9 @@
 """Catch-up reads: the events of one topic after a tpos, straight from the outbox.
 
 Async psycopg pool, so a slow query never blocks the event loop. Envelopes are built
-by the relay's own SQL function outbox_envelope() (migrations/0002_relay.sql), so
-recovered events are byte-for-byte the JSON the relay publishes live.
+by the relay's own SQL function outbox_envelope() (migrations/0002_relay.sql), then
+redacted for browsers as live events are (syncserver/redaction.py), so a recovered
+event is byte-for-byte the one a live subscriber got.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from outbox_relay import envelope
 from syncserver.hub import CatchUpResult
+from syncserver.redaction import for_browsers
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class OutboxCatchUp:
                 latest = int(row[0]) if row else 0
                 cur = await conn.execute(_EVENTS, (topic, since, limit))
                 rows = await cur.fetchall()
-        return CatchUpResult(events=[envelope.decode(r[0].encode()) for r in rows], latest=latest)
+        return CatchUpResult(events=[for_browsers(envelope.decode(r[0].encode())) for r in rows], latest=latest)
 
     async def ping(self) -> bool:
         try:

@@ -1,5 +1,10 @@
 """One browser connection (any SockJS transport): a thin adapter from SockJS callbacks
-to the protocol parser, the token check and the hub."""
+to the protocol parser, the token check and the hub.
+
+A connection's subscriptions live no longer than its token: at the token's expiry each
+one gets `token_expired` (with its topic) and ends, unless the client renewed before
+then by sending `auth` again with a fresh token of the same user. A renewed token that
+no longer lists a subscribed topic ends that subscription (`forbidden_topic`, ref auth)."""
 from __future__ import annotations
 
 import asyncio
@@ -28,6 +33,7 @@ class SyncConnection(SockJSConnection):
         self.transport = "unknown"
         self.bucket = TokenBucket(RATE_PER_SECOND, RATE_BURST)
         self._tasks: set[asyncio.Task] | None = None  # subscribes in flight (made on first use)
+        self._expiry: asyncio.TimerHandle | None = None  # the token's expiry (one timer per connection)
         # Websocket transports: the protocol object whose stream takes prebuilt frames
         # (wsframe), and whether the frame is SockJS's `a[...]` or the raw text.
         self._ws = None
@@ -67,6 +73,9 @@ class SyncConnection(SockJSConnection):
         self._ws = None
         metrics.CONNECTIONS.labels(self.transport).dec()
         self.ctx.hub.remove_sink(self)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         for task in self._tasks or ():
             task.cancel()
 
@@ -82,8 +91,26 @@ class SyncConnection(SockJSConnection):
             # A refreshed token must be the same user's: anyone who learns a SockJS
             # session id must not be able to swap the identity behind it.
             raise ProtocolError(protocol.BAD_TOKEN, "token is for another user than this connection's", "auth")
+        renewed = self.claims is not None
         self.claims, self.user_id = claims, claims.user_id
-        self.send_text(protocol.authed(claims.username))
+        now = time.time()
+        self.send_text(protocol.authed(claims.username, claims.expires_at, claims.expires_at - now))
+        if renewed:
+            self.ctx.hub.end_where(self, lambda topic: None if claims.allows(topic) else protocol.error(
+                protocol.FORBIDDEN_TOPIC, f"the renewed token does not grant {topic}; subscription ended", "auth", topic))
+        if self._expiry is not None:
+            self._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_at(loop.time() + (claims.expires_at - now), self._token_expired)
+
+    def _token_expired(self) -> None:
+        """The token's expiry passed without a renewal: every subscription ends."""
+        self._expiry = None
+        ended = self.ctx.hub.end_where(self, lambda topic: protocol.error(
+            protocol.TOKEN_EXPIRED, "token expired; send auth with a fresh token and subscribe again", "subscribe",
+            topic))
+        if ended:
+            metrics.PROTOCOL_ERRORS.labels(protocol.TOKEN_EXPIRED).inc(len(ended))
 
     def _subscribe(self, msg: protocol.Subscribe) -> None:
         claims = self.claims

@@ -20,6 +20,12 @@ Invariants:
   a busy topic costs one write per subscriber per window rather than per transaction.
 - The `events` text and its WebSocket frames are built once per flush and shared by
   all its subscribers; per subscriber the hot loop only compares tpos and writes.
+- Authority (issue 14): a subscription is registered, buffering live events, before the
+  database is asked whether its user may watch the topic now (`Authority`). A removal
+  committed before that check makes it fail (`revoked`); one committed after it reaches
+  the hub on the stream, after the registration, and revokes the subscription there,
+  live or still resuming. A resume never starts before the current membership began
+  (the grant's floor), and never replays past a removal of the subscriber.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Hashable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from syncserver import metrics, protocol, wsframe
 
@@ -104,6 +110,16 @@ class CatchUp(Protocol):
     async def read(self, topic: str, since: int, limit: int) -> CatchUpResult: ...
 
 
+class GrantLike(Protocol):
+    floor: int | None  # lowest `since` allowed; None: not known yet (answer resync)
+
+
+class Authority(Protocol):
+    """syncserver.authority.DatabaseAuthority: the user's grant on a topic now, or None."""
+
+    def check(self, user_id: int, topic: str) -> "asyncio.Future[GrantLike | None]": ...
+
+
 @dataclass(eq=False, slots=True)
 class Subscription:
     sink: Sink
@@ -141,6 +157,21 @@ def revoked_users(events: Iterable[EventLike]) -> set[int]:
     return {user for user, op in last.items() if op == "delete"}
 
 
+def changes_hands(events: Iterable[EventLike]) -> bool:
+    """Whether a membership among `events` was given to another user in place (raw SQL:
+    UPDATE ... SET user_id). Its event names the new user only, so whose access ended is
+    unknown: every subscriber of the topic must be checked again."""
+    return any(e.entity == "membership" and e.op == "update" and "user_id" in (getattr(e, "changed", None) or ())
+               for e in events)
+
+
+def removes(events: Iterable[EventLike], user_id: int) -> bool:
+    """Whether any of `events` removes user_id's membership (a rejoin later among them does
+    not undo it: what lies between was not his to read)."""
+    return any(e.entity == "membership" and e.op == "delete" and isinstance(e.data, dict)
+               and e.data.get("user_id") == user_id for e in events)
+
+
 def _committed_epoch(event: EventLike) -> float | None:
     try:
         return datetime.fromisoformat(event.committed_at).timestamp()
@@ -149,10 +180,11 @@ def _committed_epoch(event: EventLike) -> float | None:
 
 
 class Hub:
-    def __init__(self, catchup: CatchUp, *, recent_events: int = 256, max_recover_events: int = 5000,
-                 max_subscriptions: int = 100, flush_delay: float = 0.05, max_idle_topics: int = 10_000,
-                 coalesce: float = 0.001):
+    def __init__(self, catchup: CatchUp, *, authority: Authority, recent_events: int = 256,
+                 max_recover_events: int = 5000, max_subscriptions: int = 100, flush_delay: float = 0.05,
+                 max_idle_topics: int = 10_000, coalesce: float = 0.001):
         self.catchup = catchup
+        self.authority = authority
         self.recent_events = recent_events
         self.max_recover_events = max_recover_events
         self.max_subscriptions = max_subscriptions
@@ -303,6 +335,12 @@ class Hub:
         ts.window = max(self.coalesce, min(ts.flushed_at - started, MAX_WINDOW))
 
     def _deliver(self, topic: str, ts: TopicState, events: list) -> None:
+        if changes_hands(events):
+            # Rare (no UI or API path does it): each subscriber reloads and subscribes
+            # again, and the database decides (the previous holder is refused).
+            for sub in list(ts.subs.values()):
+                self._resync(sub, events[-1].tpos, "a membership changed hands")
+            return
         revoked = revoked_users(events)
         if revoked:
             # Access ends before any later event: these subscribers never see this batch.
@@ -342,6 +380,19 @@ class Hub:
         self._end(sub)
         return True
 
+    def end_where(self, sink: Sink, ends: Callable[[str], str | None]) -> list[str]:
+        """End each of the sink's subscriptions (live or resuming) for which ends(topic)
+        gives a message, after sending it that message (the token expired, or a renewed
+        token no longer lists the topic). Returns the topics ended."""
+        ended = []
+        for topic, sub in list(self.sinks.get(sink, {}).items()):
+            text = ends(topic)
+            if text is not None:
+                self._end(sub)
+                sink.send_prepared(Prepared(text))
+                ended.append(topic)
+        return ended
+
     def _end(self, sub: Subscription) -> None:
         if sub.ended:
             return
@@ -378,6 +429,30 @@ class Hub:
         ts.subs[sink] = sub
         self.sinks.setdefault(sink, {})[topic] = sub
         metrics.SUBSCRIPTIONS.inc()
+
+        # Registered (live events buffer on it) before the database is asked: see the
+        # module docstring for why this order closes the race with a removal.
+        try:
+            grant = await asyncio.shield(self.authority.check(sink.user_id, topic))
+        except Exception:  # any database failure: the client must not be left guessing
+            # (syncserver.authority logs the failure once per batch, not once per waiter)
+            log.debug("grant check failed for user %s on %s", sink.user_id, topic, exc_info=True)
+            if sub.ended:
+                return "ended"
+            return self._resync(sub, ts.tpos if ts.tpos is not None else since, "grant check failed")
+        if sub.ended:
+            return "ended"
+        if grant is None:
+            self._revoke(sub)
+            metrics.RESUMES.labels("revoked").inc()
+            return "revoked"
+        if grant.floor is None:
+            # The event that began this membership is not sequenced yet: its position is
+            # unknown, so no resume can be proven to start after it. The client reloads
+            # over REST and retries with backoff; the relay sequences it within moments.
+            return self._resync(sub, ts.tpos if ts.tpos is not None else since, "membership not sequenced yet")
+        if since < grant.floor:
+            return self._resync(sub, max(grant.floor, ts.tpos or 0), "before the membership began")
 
         current = ts.tpos
         if current is None and since == ts.read_tpos:
@@ -441,10 +516,12 @@ class Hub:
             task.exception()  # retrieved here: every waiter handles it (or none was left)
 
     def _go_live(self, sub: Subscription, events: Sequence[EventLike], outcome: str) -> str:
-        if sub.sink.user_id is not None and sub.sink.user_id in revoked_users(events):
+        if sub.sink.user_id is not None and removes(events, sub.sink.user_id):
             self._revoke(sub)
             metrics.RESUMES.labels("revoked").inc()
             return "revoked"
+        if changes_hands(events):
+            return self._resync(sub, events[-1].tpos, "a membership changed hands")
         if events:
             sub.sink.send_prepared(Prepared(protocol.recovered(sub.topic, [e.raw for e in events])))
             metrics.EVENTS_DELIVERED.labels("recovered").inc(len(events))

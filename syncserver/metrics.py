@@ -14,3 +14,5 @@ COMMIT_TO_PUSH = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 BROKER_EVENTS = Counter("sync_broker_events_total", "Events received from the subscriber stream")
+GRANT_CHECKS = Counter("sync_grant_checks_total", "Subscribe grant checks asked of the database (before batching)")
+GRANT_QUERIES = Counter("sync_grant_queries_total", "Queries that answered grant checks (one per batch)")

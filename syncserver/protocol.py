@@ -106,15 +106,30 @@ def _topic(doc: dict, ref: str | None) -> str:
     topic = doc.get("topic")
     if not isinstance(topic, str) or not topic or len(topic) > MAX_TOPIC_LENGTH:
         raise ProtocolError(BAD_MESSAGE, f"topic must be a non-empty string of at most {MAX_TOPIC_LENGTH} characters", ref)
+    # The topic goes to PostgreSQL (the grant check), which takes neither NUL nor a lone
+    # surrogate ("\ud800" is valid JSON): refused here, so it can never fail a batch.
+    if "\x00" in topic or not _encodable(topic):
+        raise ProtocolError(BAD_MESSAGE, "topic must be text without NUL", ref)
     return topic
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _dumps(doc: dict) -> str:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 
-def authed(user: str) -> str:
-    return _dumps({"type": "authed", "user": user})
+def authed(user: str, expires_at: float, expires_in: float) -> str:
+    """expires_at: the token's expiry (unix seconds); expires_in: seconds left by this
+    server's clock (what a client with a skewed clock should schedule its renewal by)."""
+    return _dumps({"type": "authed", "user": user, "expires_at": int(expires_at),
+                   "expires_in": round(max(0.0, expires_in), 3)})
 
 
 def subscribed(topic: str, tpos: int) -> str:
@@ -137,8 +152,12 @@ def pong(id: Any) -> str:
     return _dumps({"type": "pong", "id": id})
 
 
-def error(code: str, message: str, ref: str | None = None) -> str:
-    return _dumps({"type": "error", "code": code, "message": message, "ref": ref})
+def error(code: str, message: str, ref: str | None = None, topic: str | None = None) -> str:
+    """`topic` names the subscription an error ended (token_expired, forbidden_topic on renewal)."""
+    doc = {"type": "error", "code": code, "message": message, "ref": ref}
+    if topic is not None:
+        doc["topic"] = topic
+    return _dumps(doc)
 
 
 def _with_events(kind: str, topic: str, raws: Iterable[bytes]) -> str:

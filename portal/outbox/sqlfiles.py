@@ -20,11 +20,15 @@ def read_sql(name: str) -> str:
 
 
 class RunSQLFile(migrations.RunSQL):
-    """RunSQL whose SQL is one file of migrations/; not reversible (the SQL files only move forward)."""
+    """RunSQL whose SQL is one file of migrations/ (or of `directory`, for an app's own SQL:
+    portal/checklists/sql/); not reversible (the SQL files only move forward)."""
 
-    def __init__(self, name: str, **kwargs):
+    def __init__(self, name: str, directory: Path | str | None = None, **kwargs):
         self.file_name = name
-        super().__init__(read_sql(name), reverse_sql=migrations.RunSQL.noop, **kwargs)
+        self.directory = Path(directory) if directory is not None else None
+        text = (self.directory / name).read_text() if self.directory is not None else read_sql(name)
+        super().__init__(text, reverse_sql=migrations.RunSQL.noop, **kwargs)
 
     def deconstruct(self):
-        return (self.__class__.__qualname__, [self.file_name], {})
+        kwargs = {"directory": str(self.directory)} if self.directory is not None else {}
+        return (self.__class__.__qualname__, [self.file_name], kwargs)

@@ -33,6 +33,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 ARTIFACTS = ROOT / "test-artifacts" / "acceptance"
 DEMO_PASSWORDS = {"alice": "alice-demo", "bob": "bob-demo", "admin": "admin-demo"}
 # Variables that would point the stack's services elsewhere than the ports chosen here.
+SYNC_TOKEN_TTL = 12  # seconds
 STACK_OVERRIDES = ("SYNC_PUBLIC_URL", "SYNC_ALLOWED_ORIGINS", "SYNC_BROKER_URL", "OUTBOX_RELAY_BROKER_URL")
 
 
@@ -76,6 +77,9 @@ def stack(acc_database_url, artifacts):
         "OUTBOX_BROKER_FRONTEND": str(free_port()),
         "OUTBOX_BROKER_BACKEND": str(free_port()),
         "OUTBOX_RELAY_METRICS_PORT": str(free_port()),
+        # Short-lived sync tokens: every page renews its token over its open connection
+        # several times during the suite (test_authority.py counts the renewals).
+        "SYNC_TOKEN_TTL": str(SYNC_TOKEN_TTL),
         **{name: "" for name in STACK_OVERRIDES if name in os.environ},
     }
     log = open(artifacts / "stack.log", "w", encoding="utf-8")

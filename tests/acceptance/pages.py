@@ -25,10 +25,34 @@ MATCHES_JS = """(expected) => {
 }""" % READ_ITEMS_JS
 
 # Installed before any page script: a marker that only a reload or navigation would lose,
-# and a log of every value the live indicator takes.
+# a log of every value the live indicator takes, and a log of the sync protocol: each
+# SockJS connection the page opens (the global SockJS is wrapped as the vendor script
+# defines it) with the messages it sent and received, as parsed JSON.
 PAGE_INIT_JS = """
 window.__acceptanceMarker = 'set-at-load';
 window.__statusLog = [];
+window.__sync = [];
+(() => {
+  let wrapped;
+  Object.defineProperty(window, 'SockJS', {
+    configurable: true,
+    get() { return wrapped; },
+    set(Real) {
+      wrapped = function (...args) {
+        const sock = new Real(...args);
+        const log = { sent: [], received: [] };
+        window.__sync.push(log);
+        const send = sock.send.bind(sock);
+        sock.send = (text) => { log.sent.push(JSON.parse(text)); return send(text); };
+        sock.addEventListener('message', (e) => {
+          try { log.received.push(JSON.parse(e.data)); } catch (err) { log.received.push({ unparsed: String(e.data) }); }
+        });
+        return sock;
+      };
+      Object.assign(wrapped, Real);
+    },
+  });
+})();
 document.addEventListener('DOMContentLoaded', () => {
   const el = document.getElementById('sync-status');
   if (!el) return;
@@ -68,6 +92,11 @@ def wait_status(page: Page, status: str, timeout: float = WAIT_MS) -> None:
 
 def status_log(page: Page) -> list[str]:
     return page.evaluate("() => window.__statusLog.slice()")
+
+
+def sync_log(page: Page) -> list[dict]:
+    """[{"sent": [...], "received": [...]}] per SockJS connection the page opened, in order."""
+    return page.evaluate("() => JSON.parse(JSON.stringify(window.__sync))")
 
 
 def items(page: Page) -> list[tuple[int, str, bool, int]]:

@@ -17,7 +17,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations.special import RunSQL, SeparateDatabaseAndState
 from psycopg import sql
 
-from portal.outbox.sqlfiles import RunSQLFile, read_sql
+from portal.outbox.sqlfiles import RunSQLFile
 from stack.database import with_dbname
 
 OUTBOX_TABLES = ("outbox", "outbox_topic", "outbox_relay_state", "outbox_doorbell")
@@ -39,7 +39,7 @@ def capture_sql_in_migration_order() -> list[str]:
             if isinstance(op, SeparateDatabaseAndState):
                 walk(op.database_operations)
             elif isinstance(op, RunSQLFile):
-                statements.append(read_sql(op.file_name))
+                statements.append(op.sql)
             elif isinstance(op, RunSQL) and isinstance(op.sql, str) and "outbox_track" in op.sql:
                 statements.append(op.sql)
 

@@ -5,14 +5,19 @@ FakeRelay plays the relay where a test must control positions exactly: it sequen
 rows into the outbox (pos, tpos, tx_last, outbox_topic, outbox_relay_state) in one
 transaction and publishes their envelopes (built by outbox_envelope(), like the relay)
 through the broker, plus heartbeats so the Subscriber repairs anything ZeroMQ dropped.
+It either writes made-up events itself (commit, items) or sequences what the capture
+triggers wrote (sequence): the rows of real REST, ORM or SQL writes.
+
+Topics are real checklists (new_topic): the sync server asks the database whether the
+token's user is a member now, so a topic nobody is a member of delivers nothing.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
 import json
 from contextlib import asynccontextmanager
+from typing import Callable, Iterable, TypeVar
 
 import psycopg
 import zmq
@@ -28,11 +33,49 @@ from tests.support.processes import free_port
 
 ORIGIN = "http://127.0.0.1:8000"
 SECRET = "test-secret"
+# The users the tests' tokens name (token() defaults to 7, alice).
+USERNAMES = {1: "victim", 2: "mallory", 7: "alice", 8: "bob"}
+T = TypeVar("T")
 
 
-def new_topic() -> str:
-    # outbox_topic survives Django's flush between tests: fresh topics keep tpos at 0.
-    return f"checklist:t{uuid.uuid4().hex[:12]}"
+def ensure_user(conn: psycopg.Connection, user_id: int) -> None:
+    conn.execute(
+        "INSERT INTO auth_user (id, password, is_superuser, username, first_name, last_name, email, is_staff,"
+        " is_active, date_joined) VALUES (%s, '!', false, %s, '', '', '', false, true, now()) ON CONFLICT DO NOTHING",
+        (user_id, USERNAMES.get(user_id, f"user{user_id}")))
+
+
+def new_topic(db_url: str, members: Iterable[int] = (7,)) -> str:
+    """The topic of a new checklist whose members are these users (created if missing;
+    the first owns it), as a list that existed before the outbox's retention: written
+    with capture off (session_replication_role = replica), so its topic has no events
+    yet and its members may resume from tpos 0. Tests of the history floor make their
+    memberships through the portal instead, with their events."""
+    members = list(members)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for user_id in members:
+            ensure_user(conn, user_id)
+        with conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+            cid = conn.execute("INSERT INTO checklists_checklist (title, owner_id, created_at, version)"
+                               " VALUES ('harness', %s, now(), 1) RETURNING id", (members[0],)).fetchone()[0]
+            for user_id in members:
+                conn.execute("INSERT INTO checklists_membership (checklist_id, user_id, role, version)"
+                             " VALUES (%s, %s, %s, 1)", (cid, user_id, "owner" if user_id == members[0] else "editor"))
+    return f"checklist:{cid}"
+
+
+def django_call(fn: Callable[[], T]) -> "asyncio.Future[T]":
+    """Run Django code (ORM, test client) off the event loop: Django refuses synchronous
+    database calls inside one. Its connection in that thread is closed afterwards."""
+    from django.db import connection
+
+    def run():
+        try:
+            return fn()
+        finally:
+            connection.close()
+    return asyncio.ensure_future(asyncio.to_thread(run))
 
 
 def token(topics, user_id=7, username="alice", ttl=300, secret=SECRET, now=None) -> str:
@@ -98,6 +141,49 @@ class FakeRelay:
             await self.publish(raws)
         return [decode(r) for r in raws]
 
+    async def sequence(self, publish: bool = True) -> list:
+        """Sequence every committed unsequenced row (what the capture triggers wrote), as
+        the relay's claim does: transactions in the order of their largest row id, rows by
+        id, gapless pos and per-topic tpos, tx_last on each transaction's last row of a
+        topic; then publish them. Returns their Events in pos order."""
+        async with self.conn.transaction():
+            cur = await self.conn.execute("SELECT last_pos FROM outbox_relay_state WHERE id = 1 FOR UPDATE")
+            pos = (await cur.fetchone())[0]
+            cur = await self.conn.execute("SELECT id, topic, txid::text FROM outbox WHERE pos IS NULL ORDER BY id FOR UPDATE")
+            rows = await cur.fetchall()
+            if not rows:
+                return []
+            last_id = {}
+            for rid, _topic, tx in rows:
+                last_id[tx] = rid
+            rows.sort(key=lambda r: (last_id[r[2]], r[0]))
+            final = {}
+            for rid, topic, tx in rows:
+                final[(tx, topic)] = rid
+            tpos: dict[str, int] = {}
+            for topic in {r[1] for r in rows}:
+                cur = await self.conn.execute("SELECT tpos FROM outbox_topic WHERE topic = %s", (topic,))
+                found = await cur.fetchone()
+                tpos[topic] = found[0] if found else 0
+            first = pos
+            for rid, topic, tx in rows:
+                pos += 1
+                tpos[topic] += 1
+                await self.conn.execute(
+                    "UPDATE outbox SET pos = %s, tpos = %s, tx_last = %s, sequenced_at = now() WHERE id = %s",
+                    (pos, tpos[topic], final[(tx, topic)] == rid, rid))
+            for topic, t in tpos.items():
+                await self.conn.execute("INSERT INTO outbox_topic (topic, tpos) VALUES (%s, %s)"
+                                        " ON CONFLICT (topic) DO UPDATE SET tpos = EXCLUDED.tpos", (topic, t))
+            await self.conn.execute("UPDATE outbox_relay_state SET last_pos = %s, published_pos = %s WHERE id = 1",
+                                    (pos, pos))
+            cur = await self.conn.execute("SELECT outbox_envelope(o) FROM outbox o WHERE pos > %s AND pos <= %s"
+                                          " ORDER BY pos", (first, pos))
+            raws = [r[0].encode() for r in await cur.fetchall()]
+        if publish:
+            await self.publish(raws)
+        return [decode(r) for r in raws]
+
     async def publish(self, raws: list[bytes]) -> None:
         for raw in raws:
             await self.pub.send_multipart([json.loads(raw)["topic"].encode(), raw])
@@ -124,8 +210,8 @@ async def sync_stack(db_url: str, **overrides):
     frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     broker = Broker(BrokerConfig(frontend=frontend, backend=backend))
     broker.start()
-    config = Config(port=0, broker_url=backend, token_secret=SECRET, database_url=db_url,
-                    allowed_origins=frozenset({ORIGIN}), **overrides)
+    settings = {"token_secret": SECRET, "allowed_origins": frozenset({ORIGIN}), **overrides}
+    config = Config(port=0, broker_url=backend, database_url=db_url, **settings)
     server = SyncServer(config)
     relay = FakeRelay(db_url, frontend)
     try:
@@ -149,3 +235,13 @@ async def wait_stream_ready(stack: Stack, timeout: float = 10.0) -> None:
         if loop.time() > deadline:
             raise TimeoutError(f"subscriber at {stack.server.source.delivered_pos}, outbox at {target}")
         await asyncio.sleep(0.05)
+
+
+async def wait_delivered(stack: Stack, pos: int, timeout: float = 10.0) -> None:
+    """Until the server's subscriber has handed every event up to `pos` to the hub."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while stack.server.source.delivered_pos < pos:
+        if loop.time() > deadline:
+            raise TimeoutError(f"subscriber at {stack.server.source.delivered_pos}, waiting for {pos}")
+        await asyncio.sleep(0.02)

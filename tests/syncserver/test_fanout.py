@@ -11,8 +11,8 @@ import tornado.websocket
 from tornado.iostream import IOStream
 
 from syncserver import wsframe
-from syncserver.hub import CatchUpResult, Hub, Prepared
-from tests.syncserver.test_units import FakeCatchUp, Sink, ev
+from syncserver.hub import Prepared
+from tests.syncserver.test_units import FakeCatchUp, Sink, ev, make_hub
 
 
 # -- frames ------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def test_fast_path_refuses_compressed_client_and_ssl_connections():
 async def test_concurrent_subscribers_share_one_outbox_read_then_none_at_the_known_tpos():
     cu = FakeCatchUp([ev(1), ev(2)], latest=2)
     cu.gate = asyncio.Event()
-    hub = Hub(cu)
+    hub = make_hub(cu)
     early = [Sink(i) for i in range(50)]
     tasks = [asyncio.ensure_future(hub.subscribe(s, "t", 0)) for s in early]
     await asyncio.sleep(0)
@@ -140,7 +140,7 @@ async def test_concurrent_subscribers_share_one_outbox_read_then_none_at_the_kno
 async def test_known_tpos_is_forgotten_once_events_flow_and_a_cancelled_waiter_spares_the_rest():
     cu = FakeCatchUp([ev(1)], latest=1)
     cu.gate = asyncio.Event()
-    hub = Hub(cu, recent_events=0)
+    hub = make_hub(cu, recent_events=0)
     a, b = Sink(1), Sink(2)
     ta = asyncio.ensure_future(hub.subscribe(a, "t", 0))
     tb = asyncio.ensure_future(hub.subscribe(b, "t", 0))
@@ -183,7 +183,7 @@ def txev(tpos, tx_last):
 
 
 async def test_a_busy_topic_sends_several_whole_transactions_per_message():
-    hub = Hub(FakeCatchUp(), coalesce=0.02, flush_delay=0.05)
+    hub = make_hub(FakeCatchUp(), coalesce=0.02, flush_delay=0.05)
     s = Sink()
     await hub.subscribe(s, "t", 0)
     hub.on_event(txev(1, True))  # quiet topic: sent at once
@@ -202,7 +202,7 @@ async def test_a_busy_topic_sends_several_whole_transactions_per_message():
 
 
 async def test_an_open_transaction_is_flushed_after_flush_delay_when_its_tx_last_is_lost():
-    hub = Hub(FakeCatchUp(), coalesce=0.005, flush_delay=0.02)
+    hub = make_hub(FakeCatchUp(), coalesce=0.005, flush_delay=0.02)
     s = Sink()
     await hub.subscribe(s, "t", 0)
     hub.on_event(txev(1, False))

@@ -40,8 +40,9 @@ def _write(fn):
 @pytest.mark.django_db(transaction=True)
 def test_end_to_end_orm_write_reaches_websocket_and_xhr_streaming_clients(db_url, daemons):
     from django.contrib.auth.models import User
+    from django.db import transaction
 
-    from portal.checklists.models import Checklist, Item, checklist_topic
+    from portal.checklists.models import Checklist, Item, Membership, checklist_topic
 
     frontend, backend, port = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", free_port()
     daemons.start("broker", python_module("outbox_relay.broker"),
@@ -58,7 +59,15 @@ def test_end_to_end_orm_write_reaches_websocket_and_xhr_streaming_clients(db_url
 
     async def scenario():
         user = await _write(lambda: User.objects.create_user("alice", password="x"))
-        checklist = await _write(lambda: Checklist.objects.create(title="Groceries", owner=user))
+
+        def new_list():
+            # One transaction, as the portal does: the owner's membership begins with the
+            # list, so she may resume from tpos 0 (the sync server asks the database).
+            with transaction.atomic():
+                checklist = Checklist.objects.create(title="Groceries", owner=user)
+                Membership.objects.create(checklist=checklist, user=user, role=Membership.OWNER)
+            return checklist
+        checklist = await _write(new_list)
         topic = checklist_topic(checklist.pk)
         clients = [await WebSocketClient(base).connect(), await XhrStreamingClient(base, origin=ORIGIN).connect()]
         for c in clients:

@@ -6,6 +6,7 @@ import json
 import psycopg
 import pytest
 
+from syncserver.redaction import browser_raw
 from tests.syncserver.client import WebSocketClient, XhrStreamingClient
 from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
 
@@ -19,7 +20,7 @@ async def _subscribe(client, topic, since):
 
 @pytest.mark.parametrize("ring", [256, 0], ids=["from-ring", "from-outbox"])
 async def test_reconnect_gets_exactly_the_missed_events(db_url, ring):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url, recent_events=ring) as stack:
         c = await WebSocketClient(stack.base).connect()
         await _subscribe(c, topic, 0)
@@ -34,7 +35,7 @@ async def test_reconnect_gets_exactly_the_missed_events(db_url, ring):
         try:
             await _subscribe(c2, topic, 2)
             rec = await c2.recv_type("recovered")
-            assert rec["events"] == [json.loads(e.raw) for e in missed]
+            assert rec["events"] == [json.loads(browser_raw(e)) for e in missed]
             assert await c2.recv() == {"type": "subscribed", "topic": topic, "tpos": 7}
             await stack.relay.items(topic, 1)
             assert [e["tpos"] for e in (await c2.recv_type("events"))["events"]] == [8]
@@ -44,7 +45,7 @@ async def test_reconnect_gets_exactly_the_missed_events(db_url, ring):
 
 
 async def test_too_far_behind_after_pruning_gets_resync(db_url):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url, recent_events=2) as stack:
         await stack.relay.items(topic, 6)
         async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
@@ -63,7 +64,7 @@ async def test_too_far_behind_after_pruning_gets_resync(db_url):
 
 
 async def test_client_ahead_of_the_outbox_gets_resync_and_one_just_ahead_of_the_stream_does_not(db_url):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
         await stack.relay.items(topic, 2)
         # Sequenced but not yet published: the REST API may already report tpos 3.
@@ -82,7 +83,7 @@ async def test_client_ahead_of_the_outbox_gets_resync_and_one_just_ahead_of_the_
 
 
 async def test_unknown_topic_since_zero_is_live(db_url):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
         c = await WebSocketClient(stack.base).connect()
         try:

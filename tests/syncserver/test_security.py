@@ -16,7 +16,7 @@ EVIL = "http://evil.example"
 
 
 async def test_refused_subscriptions_deliver_nothing(db_url):
-    topic, other = new_topic(), new_topic()
+    topic, other = new_topic(db_url), new_topic(db_url)
     async with sync_stack(db_url) as stack:
         cases = {
             "no token": (None, "unauthenticated"),
@@ -84,7 +84,7 @@ async def test_htmlfile_and_jsonp_are_off_by_default(db_url):
 
 
 async def test_a_message_injected_into_another_clients_session_gains_nothing(db_url):
-    mine, secret_topic = new_topic(), new_topic()
+    mine, secret_topic = new_topic(db_url, [1]), new_topic(db_url, [2])
     async with sync_stack(db_url) as stack:
         victim = await XhrStreamingClient(stack.base, origin=ORIGIN).connect()
         attacker = await WebSocketClient(stack.base).connect()
@@ -114,7 +114,7 @@ async def test_a_message_injected_into_another_clients_session_gains_nothing(db_
 
 
 async def test_membership_removal_ends_the_subscription_at_once(db_url):
-    topic = new_topic()
+    topic = new_topic(db_url, [7, 8])
     async with sync_stack(db_url) as stack:
         alice = await WebSocketClient(stack.base).connect()
         bob = await XhrStreamingClient(stack.base, origin=ORIGIN).connect()
@@ -143,7 +143,7 @@ async def test_membership_removal_ends_the_subscription_at_once(db_url):
 
 
 async def test_malformed_input_gets_errors_and_the_connection_keeps_working(db_url):
-    topic = new_topic()
+    topic, a, b = new_topic(db_url), new_topic(db_url), new_topic(db_url)
     async with sync_stack(db_url, max_message_bytes=1024, max_subscriptions=2) as stack:
         raw = await WebSocketClient(stack.base).connect()
         framed = await WebSocketClient(stack.base, raw=False).connect()
@@ -169,12 +169,12 @@ async def test_malformed_input_gets_errors_and_the_connection_keeps_working(db_u
             for c in (raw, framed):
                 await c.send({"type": "ping", "id": [1, "x"]})
                 assert await c.recv() == {"type": "pong", "id": [1, "x"]}
-                await c.auth(token([topic, "a", "b"]))
+                await c.auth(token([topic, a, b]))
                 await c.subscribe(topic, 0)
                 assert (await c.recv())["type"] == "subscribed"
-                await c.subscribe("a", 0)
+                await c.subscribe(a, 0)
                 assert (await c.recv())["type"] == "subscribed"
-                await c.subscribe("b", 0)
+                await c.subscribe(b, 0)
                 assert (await c.recv())["code"] == "too_many_subscriptions"
             await stack.relay.items(topic, 1)
             for c in (raw, framed):

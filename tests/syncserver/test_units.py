@@ -7,10 +7,11 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from syncserver import protocol, tokens
 from syncserver.config import ConfigError, from_env
-from syncserver.hub import CatchUpResult, Hub, revoked_users
+from syncserver.hub import CatchUpResult, Hub, removes, revoked_users
 from syncserver.origins import OriginPolicy, normalize_origin
 from syncserver.ratelimit import TokenBucket
 
@@ -27,6 +28,8 @@ ENV = {"DATABASE_URL": "postgresql://x/y"}
     ('{"type":"subscribe","topic":"t","since":1.5}', "bad_message"),
     ('{"type":"subscribe","topic":"","since":1}', "bad_message"),
     ('{"type":"unsubscribe","topic":null}', "bad_message"),
+    ('{"type":"subscribe","topic":"checklist:1\\u0000","since":0}', "bad_message"),
+    ('{"type":"subscribe","topic":"checklist:\\ud800","since":0}', "bad_message"),
     ('{"type":"ping","pad":"' + "é" * 600 + '"}', "too_large"),
 ])
 def test_parse_rejects(text, code):
@@ -127,6 +130,37 @@ class Sink:
         return [e["tpos"] for m in self.got if m["type"] in ("events", "recovered") for e in m["events"]]
 
 
+class FakeAuthority:
+    """Grants from a table {(user, topic): floor or None}; pairs not in it get `default`
+    (a grant from 0 unless told otherwise). Answers at once, like a database that is never
+    slow; `gate` holds the answers back."""
+
+    def __init__(self, grants=None, default=0, fail=False):
+        self.grants, self.default, self.fail, self.calls = dict(grants or {}), default, fail, 0
+        self.gate: asyncio.Event | None = None
+
+    def check(self, user_id, topic):
+        self.calls += 1
+        fut = asyncio.get_running_loop().create_future()
+
+        def answer():
+            if self.fail:
+                fut.set_exception(OSError("database is down"))
+                return
+            floor = self.grants.get((user_id, topic), self.default)
+            fut.set_result(None if floor == "none" else SimpleNamespace(floor=floor))
+        if self.gate is None:
+            answer()
+        else:
+            asyncio.ensure_future(self.gate.wait()).add_done_callback(lambda _: answer())
+        return fut
+
+
+def make_hub(catchup=None, authority=None, **kwargs) -> Hub:
+    return Hub(catchup if catchup is not None else FakeCatchUp(),
+               authority=authority if authority is not None else FakeAuthority(), **kwargs)
+
+
 class FakeCatchUp:
     def __init__(self, events=(), latest=0):
         self.events, self.latest, self.calls = list(events), latest, 0
@@ -140,7 +174,7 @@ class FakeCatchUp:
 
 
 async def test_routing_encodes_once_per_topic_and_groups_transactions():
-    hub = Hub(FakeCatchUp(), flush_delay=0.01)
+    hub = make_hub(FakeCatchUp(), flush_delay=0.01)
     a, b, other = Sink(), Sink(2), Sink(3)
     await hub.subscribe(a, "t", 0)
     await hub.subscribe(b, "t", 0)
@@ -158,7 +192,7 @@ async def test_routing_encodes_once_per_topic_and_groups_transactions():
 
 
 async def test_resume_from_ring_outbox_and_resync():
-    hub = Hub(FakeCatchUp([ev(i) for i in range(1, 6)], latest=5), recent_events=2)
+    hub = make_hub(FakeCatchUp([ev(i) for i in range(1, 6)], latest=5), recent_events=2)
     for i in range(1, 6):
         hub.on_event(ev(i))
     s = Sink()
@@ -181,7 +215,7 @@ async def test_resume_from_ring_outbox_and_resync():
 async def test_live_events_during_catch_up_are_merged_without_gaps_or_duplicates():
     cu = FakeCatchUp([ev(i) for i in range(1, 4)], latest=3)
     cu.gate = asyncio.Event()
-    hub = Hub(cu, recent_events=0, coalesce=0)
+    hub = make_hub(cu, recent_events=0, coalesce=0)
     s = Sink()
     task = asyncio.ensure_future(hub.subscribe(s, "t", 0))
     await asyncio.sleep(0)
@@ -200,7 +234,7 @@ async def test_live_events_during_catch_up_are_merged_without_gaps_or_duplicates
 
 
 async def test_revocation_and_unsubscribe():
-    hub = Hub(FakeCatchUp())
+    hub = make_hub(FakeCatchUp())
     alice, bob = Sink(7), Sink(8)
     for s in (alice, bob):
         await hub.subscribe(s, "t", 0)
@@ -220,7 +254,7 @@ async def test_revocation_and_unsubscribe():
 
 
 async def test_removal_then_re_add_in_one_batch_still_ends_the_subscription():
-    hub = Hub(FakeCatchUp())
+    hub = make_hub(FakeCatchUp())
     alice = Sink(7)
     await hub.subscribe(alice, "t", 0)
     hub.on_event(ev(1))
@@ -233,10 +267,153 @@ async def test_removal_then_re_add_in_one_batch_still_ends_the_subscription():
 async def test_closed_connection_is_dropped_even_mid_catch_up():
     cu = FakeCatchUp([ev(1)], latest=1)
     cu.gate = asyncio.Event()
-    hub = Hub(cu)
+    hub = make_hub(cu)
     s = Sink()
     task = asyncio.ensure_future(hub.subscribe(s, "t", 0))
     await asyncio.sleep(0)
     hub.remove_sink(s)
     cu.gate.set()
     assert await task == "ended" and s.got == []
+
+
+# -- hub: authority ------------------------------------------------------------------------
+
+def member_ev(tpos, user_id, op):
+    return ev(tpos, entity="membership", op=op, data={"user_id": user_id, "role": "editor"})
+
+
+async def test_the_grant_decides_every_subscribe_and_its_floor_bounds_the_resume():
+    cu = FakeCatchUp([ev(i) for i in range(1, 9)], latest=8)
+    auth = FakeAuthority({(1, "t"): 5, (2, "t"): "none", (3, "t"): None})
+    hub = make_hub(cu, auth)
+    a, b, c = Sink(1), Sink(2), Sink(3)
+    assert await hub.subscribe(a, "t", 4) == "resync" and a.got == [{"type": "resync", "topic": "t", "tpos": 5}]
+    assert await hub.subscribe(a, "t", 5) == "recovered_outbox" and a.tpos() == [6, 7, 8]
+    assert await hub.subscribe(b, "t", 8) == "revoked" and b.got == [{"type": "revoked", "topic": "t"}]
+    assert await hub.subscribe(c, "t", 8) == "resync"  # membership not sequenced yet
+    hub.on_event(ev(9))
+    await asyncio.sleep(0)
+    assert a.tpos() == [6, 7, 8, 9] and b.tpos() == [] and c.tpos() == []
+    assert not hub.is_subscribed(b, "t") and not hub.is_subscribed(c, "t")
+
+
+async def test_a_failed_check_answers_resync_and_a_removal_during_the_check_revokes():
+    hub = make_hub(FakeCatchUp(), FakeAuthority(fail=True))
+    s = Sink(1)
+    assert await hub.subscribe(s, "t", 0) == "resync" and s.got[0]["type"] == "resync"
+    auth = FakeAuthority()
+    auth.gate = asyncio.Event()
+    hub = make_hub(FakeCatchUp(), auth)
+    s = Sink(1)
+    task = asyncio.ensure_future(hub.subscribe(s, "t", 0))
+    await asyncio.sleep(0)
+    hub.on_event(member_ev(1, 1, "delete"))  # the removal arrives while the check is out
+    hub.flush("t")
+    auth.gate.set()
+    assert await task == "ended"
+    assert s.got == [{"type": "revoked", "topic": "t"}]
+
+
+async def test_a_replay_never_carries_what_followed_a_removal_even_after_a_rejoin():
+    events = [ev(1), member_ev(2, 1, "delete"), ev(3), member_ev(4, 1, "insert"), ev(5)]
+    hub = make_hub(FakeCatchUp(events, latest=5))
+    s = Sink(1)
+    assert await hub.subscribe(s, "t", 0) == "revoked"
+    assert s.got == [{"type": "revoked", "topic": "t"}]
+    assert removes(events, 1) and not removes(events, 2) and revoked_users(events) == set()
+
+
+async def test_end_where_ends_live_and_resuming_subscriptions_with_their_message():
+    cu = FakeCatchUp([], latest=0)
+    hub = make_hub(cu)
+    s = Sink(1)
+    assert await hub.subscribe(s, "a", 0) == "live"
+    cu.gate = asyncio.Event()
+    task = asyncio.ensure_future(hub.subscribe(s, "b", 0))  # still reading the outbox
+    await asyncio.sleep(0)
+    ended = hub.end_where(s, lambda topic: protocol.error("token_expired", "x", "subscribe", topic))
+    cu.gate.set()
+    assert await task == "ended" and sorted(ended) == ["a", "b"]
+    hub.on_event(ev(2, topic="a"))
+    hub.on_event(ev(2, topic="b"))
+    await asyncio.sleep(0)
+    assert [(m["type"], m.get("topic")) for m in s.got] == [("subscribed", "a"), ("error", "a"), ("error", "b")]
+    assert hub.subscription_count(s) == 0
+
+
+def test_browsers_see_writers_as_rest_shows_them():
+    from outbox_relay.envelope import decode, encode
+    from syncserver.redaction import for_browsers, public_actor
+
+    assert public_actor("user:12:token:7") == "user:12" and public_actor("user:12") == "user:12"
+    for other in ("os:root", "user:", "user:12x", "users:1", "", None, 5, "sql"):
+        assert public_actor(other) is None, other
+    row = {"pos": 3, "tpos": 2, "topic": "checklist:1", "txid": 9, "entity": "item", "entity_id": "4", "op": "update",
+           "version": 2, "data": {"text": "é"}, "changed": ["text"], "actor": "user:12:token:7", "source": "api",
+           "request_id": "abc", "created_at": "2024-01-01T00:00:00.000000Z", "tx_last": True}
+    event = for_browsers(decode(encode(row)))
+    doc = json.loads(event.raw)
+    assert doc["actor"] == "user:12" and "request_id" not in doc and doc["data"] == {"text": "é"}
+    assert list(doc) == ["v", "pos", "tpos", "topic", "tx", "entity", "id", "op", "version", "data", "changed",
+                         "actor", "source", "committed_at", "tx_last"]
+    assert event.actor == "user:12" and event.request_id is None and event.tpos == 2
+    poison = json.loads(for_browsers(decode(encode({**row, "error": "too large"}))).raw)
+    assert poison["data"] is None and poison["error"] == "too large"
+
+
+async def test_a_topic_postgresql_cannot_take_is_refused_without_a_query():
+    from syncserver.authority import DatabaseAuthority
+
+    authority = DatabaseAuthority(pool=None)  # would fail if asked
+    for topic in ("checklist:1\x00", "checklist:\ud800"):
+        assert await authority.check(7, topic) is None
+    assert authority.queries == 0
+
+
+async def test_a_membership_given_to_another_user_makes_every_subscriber_of_the_topic_check_again():
+    cu = FakeCatchUp([], latest=0)
+    hub = make_hub(cu)
+    old_holder, other = Sink(1), Sink(2)
+    for s in (old_holder, other):
+        assert await hub.subscribe(s, "t", 0) == "live"
+    handed = ev(1, entity="membership", op="update", data={"user_id": 3, "role": "editor"})
+    handed.changed = ["user_id"]
+    role_only = ev(1, entity="membership", op="update", data={"user_id": 2, "role": "viewer"})
+    role_only.changed = ["role"]
+    from syncserver.hub import changes_hands
+    assert changes_hands([handed]) and not changes_hands([role_only]) and not changes_hands([ev(1)])
+    hub.on_event(handed)
+    await asyncio.sleep(0)
+    for s in (old_holder, other):
+        assert s.got[-1] == {"type": "resync", "topic": "t", "tpos": 1} and s.tpos() == []
+        assert not hub.is_subscribed(s, "t")
+    # In a replay too.
+    cu.events, cu.latest = [handed], 1
+    late = Sink(1)
+    assert await hub.subscribe(late, "t", 0) == "resync"
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                         st.sampled_from(["actor", "request_id", "source", "text", '"actor":', "x\\"]), inner,
+                         max_size=4), max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(actor=st.none() | st.text(max_size=20) | st.sampled_from(["user:5", "user:5:token:9", "os:root", 'user:1"x']),
+       request_id=st.none() | st.text(max_size=20), data=_json, error=st.none() | st.text(max_size=20),
+       changed=st.lists(st.sampled_from(["actor", "request_id", "text"]), max_size=3),
+       pg_format=st.booleans())
+def test_the_spliced_browser_envelope_equals_the_re_encoded_one(actor, request_id, data, error, changed, pg_format):
+    from outbox_relay.envelope import decode, encode
+    from syncserver.redaction import _splice, browser_raw, for_browsers, public_actor
+
+    row = {"pos": 3, "tpos": 2, "topic": "checklist:1", "txid": 9, "entity": "item", "entity_id": "4", "op": "update",
+           "version": 2, "data": data, "changed": changed, "actor": actor, "source": "api", "request_id": request_id,
+           "created_at": "2024-01-01T00:00:00.000000Z", "tx_last": True, "error": error}
+    raw = encode(row)
+    if pg_format:  # PostgreSQL's json_build_object(...)::text spaces its separators
+        raw = json.dumps(json.loads(raw), separators=(", ", " : "), ensure_ascii=False).encode()
+    event = decode(raw)
+    assert _splice(raw, public_actor(actor)) is not None  # the fast path is taken
+    assert json.loads(for_browsers(event).raw) == json.loads(browser_raw(event))

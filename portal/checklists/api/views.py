@@ -8,7 +8,6 @@ deletes or shares.
 """
 from __future__ import annotations
 
-import re
 import time
 
 from django.conf import settings
@@ -45,7 +44,6 @@ IF_MATCH = OpenApiParameter(
     description='The ETag (version) you last saw, e.g. "3". If the object changed since, 412 and nothing is written.',
 )
 PRECONDITION_FAILED = OpenApiResponse(ErrorSerializer, description="If-Match did not match the current version.")
-TOPIC_RE = re.compile(r"checklist:([1-9][0-9]{0,18})")
 
 
 class PreconditionFailed(exceptions.APIException):
@@ -364,8 +362,7 @@ class SyncTokenView(AtomicView):
         elif not isinstance(topics, list) or not all(isinstance(t, str) for t in topics) or len(topics) > 500:
             raise exceptions.ValidationError({"topics": ["Expected a list of at most 500 topic strings."]})
         for topic in topics:
-            match = TOPIC_RE.fullmatch(topic)
-            if match is None or not permissions.can_view(request.user, int(match.group(1))):
+            if not permissions.can_watch(request.user, topic):
                 raise exceptions.PermissionDenied(f"You may not watch topic {topic!r}.")
         now = int(time.time())
         ttl = settings.SYNC_TOKEN_TTL

@@ -1,7 +1,9 @@
 // Browser client of the sync server (ES module). Wraps the global SockJS (sockjs-client,
-// /static/vendor/sockjs.min.js) and adds what it lacks: a fresh token per (re)connect,
-// reconnect with exponential backoff + jitter, resume from the last tpos per topic,
-// duplicate dropping, whole-transaction delivery and a dead-connection watchdog.
+// /static/vendor/sockjs.min.js) and adds what it lacks: tokens (renewed over the open
+// connection before they expire, reused on a reconnect while valid), reconnect with
+// exponential backoff + jitter, resume from the last tpos per topic, duplicate dropping,
+// gap detection (an event above last+1 is never applied: the topic resumes from last),
+// whole-transaction delivery and a dead-connection watchdog.
 //
 //   import { SyncClient } from "/static/sync/syncclient.js";
 //   const c = new SyncClient({ sockjsUrl, tokenUrl: "/api/sync/token/", csrfToken,
@@ -13,6 +15,8 @@
 //   c.start();  ...  c.stop();
 
 const HEARTBEAT_MS = 1000; // the server sends {"type":"heartbeat"} every second
+const REUSE_MIN_MS = 2000; // a reconnect reuses the token if it is valid for longer than this
+const RENEW_AHEAD_MS = 60000; // renew this long before expiry (half the lifetime if shorter)
 
 export class SyncClient {
   constructor({ sockjsUrl, tokenUrl = "/api/sync/token/", topics, transports, csrfToken,
@@ -25,7 +29,7 @@ export class SyncClient {
     this.minDelay = minDelay;
     this.maxDelay = maxDelay;
     this.heartbeatTimeout = heartbeatTimeout;
-    this.subs = new Map(); // topic -> {last, handlers, revoked, resyncing}
+    this.subs = new Map(); // topic -> {last, handlers, revoked, resyncing, resuming, resyncs, retry}
     this.statusFns = [];
     this.status = null;
     this.sock = null;
@@ -34,6 +38,9 @@ export class SyncClient {
     this.timer = null;
     this.watchdog = null;
     this.lastHeard = 0;
+    this.grant = null; // {token, topics: Set, expiresAt: ms by this clock | null}
+    this.sentGrant = null; // the grant of the last auth sent, until its "authed"
+    this.renewTimer = null;
     this._online = () => { if (this.running && !this.sock) this._connectSoon(0); };
     this._offline = () => { if (this.sock) this.sock.close(); this._setStatus("offline"); };
   }
@@ -42,22 +49,34 @@ export class SyncClient {
 
   subscribe(topic, { since = 0, onEvents = () => {}, onResync = () => {}, onRevoked = () => {} } = {}) {
     this.subs.set(topic, { last: since, handlers: { onEvents, onResync, onRevoked },
-                           revoked: false, resyncing: false });
+                           revoked: false, resyncing: false, resuming: false, resyncs: 0, retry: null });
     this._sendSubscribe(topic);
     return () => this.unsubscribe(topic);
   }
 
   unsubscribe(topic) {
-    if (this.subs.delete(topic)) this._send({ type: "unsubscribe", topic });
+    const sub = this.subs.get(topic);
+    if (!sub) return;
+    clearTimeout(sub.retry);
+    this.subs.delete(topic);
+    this._send({ type: "unsubscribe", topic });
   }
 
-  // After onResync reloaded state over REST: continue from the REST tpos.
+  // After onResync reloaded state over REST: continue from the REST tpos. A topic that
+  // keeps answering resync (e.g. the membership is not sequenced yet, so the server cannot
+  // tell where it began) is retried with backoff, not in a tight loop.
   setPosition(topic, tpos) {
     const sub = this.subs.get(topic);
     if (!sub) return;
     sub.last = tpos;
     sub.resyncing = false;
-    this._sendSubscribe(topic);
+    clearTimeout(sub.retry);
+    if (sub.resyncs <= 1) {
+      this._sendSubscribe(topic);
+      return;
+    }
+    const base = Math.min(this.maxDelay, this.minDelay * 2 ** (sub.resyncs - 2));
+    sub.retry = setTimeout(() => this._sendSubscribe(topic), base / 2 + Math.random() * base / 2);
   }
 
   start() {
@@ -73,7 +92,9 @@ export class SyncClient {
     window.removeEventListener("online", this._online);
     window.removeEventListener("offline", this._offline);
     clearTimeout(this.timer);
+    clearTimeout(this.renewTimer);
     clearInterval(this.watchdog);
+    for (const sub of this.subs.values()) clearTimeout(sub.retry);
     if (this.sock) { const s = this.sock; this.sock = null; s.close(); }
   }
 
@@ -85,20 +106,24 @@ export class SyncClient {
     this._setStatus(this.attempt ? "reconnecting" : "connecting");
     let grant;
     try {
-      grant = await this._fetchToken();
+      grant = await this._usableGrant();
     } catch (err) {
       console.warn("sync: token request failed", err);
       this._connectSoon();
       return;
     }
     if (!this.running) return;
+    if (!grant) { this._setStatus("offline"); return; } // nothing left to watch
     const sock = new SockJS(this.sockjsUrl || grant.url, null,
                             this.transports ? { transports: this.transports } : {});
     this.sock = sock;
     sock.onopen = () => {
       this.lastHeard = Date.now();
-      this._send({ type: "auth", token: grant.token });
-      for (const topic of this.subs.keys()) this._sendSubscribe(topic);
+      this._sendAuth(grant);
+      for (const [topic, sub] of this.subs) {
+        sub.resuming = false;
+        this._sendSubscribe(topic);
+      }
       clearInterval(this.watchdog);
       // sockjs-client never notices a dead connection: no message for ~3 heartbeats
       // means the server or the network is gone.
@@ -116,6 +141,7 @@ export class SyncClient {
       clearInterval(this.watchdog);
       if (this.sock !== sock) return; // stop() or a newer socket
       this.sock = null;
+      clearTimeout(this.renewTimer);
       this._connectSoon();
     };
   }
@@ -132,16 +158,99 @@ export class SyncClient {
     this.timer = setTimeout(() => this._connect(), delay);
   }
 
-  async _fetchToken() {
-    const topics = this.topicsFn().filter((t) => !(this.subs.get(t) || {}).revoked);
-    const resp = await fetch(this.tokenUrl, {
+  // -- tokens ----------------------------------------------------------------------------
+
+  _activeTopics() {
+    return this.topicsFn().filter((t) => !(this.subs.get(t) || {}).revoked);
+  }
+
+  // The current token if it still covers every topic and is valid for a while (a reconnect
+  // after a short outage needs no new one; the server decides membership anyway), else a
+  // fresh one. null when no topic is left to watch.
+  async _usableGrant() {
+    const g = this.grant;
+    const topics = this._activeTopics();
+    if (g && g.expiresAt !== null && g.expiresAt - Date.now() > REUSE_MIN_MS && topics.every((t) => g.topics.has(t))) {
+      return g;
+    }
+    return this._fetchGrant();
+  }
+
+  async _requestToken(topics) {
+    return fetch(this.tokenUrl, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRFToken": this.csrfToken || "" },
       body: JSON.stringify({ topics }),
     });
+  }
+
+  // A fresh token for the active topics. The portal refuses (403) a request naming any
+  // topic the user may no longer watch: then each topic is asked alone, the refused ones
+  // end (onRevoked), and the rest get their token.
+  async _fetchGrant() {
+    const topics = this._activeTopics();
+    if (!topics.length) return null;
+    let resp = await this._requestToken(topics);
+    if (resp.status === 403) {
+      const refused = [];
+      for (const topic of topics) {
+        const alone = topics.length === 1 ? resp : await this._requestToken([topic]);
+        if (alone.status === 403) refused.push(topic);
+        else if (!alone.ok) throw new Error(`token endpoint answered ${alone.status}`);
+      }
+      if (!refused.length) throw new Error("token endpoint answered 403");
+      for (const topic of refused) this._revoke(topic);
+      const rest = this._activeTopics();
+      if (!rest.length) return null;
+      resp = await this._requestToken(rest);
+    }
     if (!resp.ok) throw new Error(`token endpoint answered ${resp.status}`);
-    return resp.json();
+    const body = await resp.json();
+    const expiresAt = typeof body.expires_at === "number" ? body.expires_at * 1000 : null;
+    this.grant = { token: body.token, url: body.url, topics: new Set(body.topics || topics), expiresAt };
+    return this.grant;
+  }
+
+  _sendAuth(grant) {
+    this.sentGrant = grant;
+    this._send({ type: "auth", token: grant.token });
+  }
+
+  // "authed" says how long the token lives by the server's clock: renew over this open
+  // connection well before then (subscriptions carry on; nothing is resent).
+  _authed(msg) {
+    const grant = this.sentGrant || this.grant;
+    clearTimeout(this.renewTimer);
+    if (!grant || typeof msg.expires_in !== "number") return;
+    const lifetime = msg.expires_in * 1000;
+    grant.expiresAt = Date.now() + lifetime;
+    this.grant = grant;
+    const delay = lifetime > 2 * RENEW_AHEAD_MS ? lifetime - RENEW_AHEAD_MS : lifetime / 2;
+    this.renewTimer = setTimeout(() => this._renew(), delay);
+  }
+
+  async _renew() {
+    const sock = this.sock;
+    if (!this.running || !sock || sock.readyState !== 1) return; // a reconnect authenticates anyway
+    let grant;
+    try {
+      grant = await this._fetchGrant();
+    } catch (err) {
+      console.warn("sync: token renewal failed", err);
+      const left = this.grant && this.grant.expiresAt !== null ? this.grant.expiresAt - Date.now() : 0;
+      if (left > 0) this.renewTimer = setTimeout(() => this._renew(), Math.min(5000, Math.max(100, left / 3)));
+      return; // at expiry the server ends the subscriptions; the client then reconnects
+    }
+    if (grant && this.sock === sock && sock.readyState === 1) this._sendAuth(grant);
+  }
+
+  _revoke(topic) {
+    const sub = this.subs.get(topic);
+    if (!sub || sub.revoked) return;
+    sub.revoked = true;
+    clearTimeout(sub.retry);
+    sub.handlers.onRevoked();
   }
 
   _send(msg) {
@@ -167,27 +276,38 @@ export class SyncClient {
       case "authed":
         this.attempt = 0;
         this._setStatus("live");
+        this._authed(msg);
         break;
       case "events":
       case "recovered":
-        if (sub && !sub.revoked && !sub.resyncing) this._deliver(sub, msg.events);
+        if (sub && !sub.revoked && !sub.resyncing) this._deliver(sub, msg.topic, msg.events);
         break;
       case "subscribed":
-        if (sub) sub.last = Math.max(sub.last, msg.tpos);
+        if (sub) {
+          sub.last = Math.max(sub.last, msg.tpos);
+          sub.resuming = false;
+          sub.resyncs = 0;
+        }
         break;
       case "resync":
         if (sub && !sub.resyncing) {
           sub.resyncing = true; // nothing is applied until setPosition() after the reload
+          sub.resuming = false;
+          sub.resyncs += 1;
           Promise.resolve(sub.handlers.onResync(msg.tpos)).catch((err) => console.error("sync: onResync failed", err));
         }
         break;
       case "revoked":
-        if (sub) { sub.revoked = true; sub.handlers.onRevoked(); }
+        if (sub) this._revoke(msg.topic);
         break;
       case "error":
         console.warn(`sync: ${msg.code}: ${msg.message}`);
-        // A token problem is fixed by a fresh token: reconnect (which fetches one).
-        if (msg.code === "token_expired" || msg.code === "bad_token" || msg.code === "unauthenticated") {
+        // A token problem (expired, or a renewal that no longer lists a topic) is fixed by
+        // a fresh token: reconnect, which fetches one; the portal refuses topics that are
+        // no longer the user's, and those end (onRevoked).
+        if (msg.code === "token_expired" || msg.code === "bad_token" || msg.code === "unauthenticated"
+            || (msg.code === "forbidden_topic" && msg.ref === "auth")) {
+          this.grant = null;
           if (this.sock) this.sock.close();
         }
         break;
@@ -197,13 +317,22 @@ export class SyncClient {
 
   // Drop what was already applied (tpos <= last), then hand over whole transactions:
   // both "events" (live; a busy topic's message carries several whole transactions) and
-  // "recovered" are split at tx_last.
-  _deliver(sub, events) {
-    const fresh = events.filter((e) => e.tpos > sub.last);
-    if (!fresh.length) return;
-    sub.last = fresh[fresh.length - 1].tpos;
+  // "recovered" are split at tx_last. Only the next position is ever applied: an event
+  // above last+1 means something was missed, so nothing from there on is applied and the
+  // topic resumes since last (the server answers recovered, or resync).
+  _deliver(sub, topic, events) {
     let tx = [];
-    for (const e of fresh) {
+    for (const e of events) {
+      if (e.tpos <= sub.last) continue;
+      if (e.tpos !== sub.last + 1) {
+        if (!sub.resuming) {
+          console.warn(`sync: ${topic} jumped from tpos ${sub.last} to ${e.tpos}; resuming`);
+          sub.resuming = true;
+          this._send({ type: "subscribe", topic, since: sub.last });
+        }
+        break;
+      }
+      sub.last = e.tpos;
       tx.push(e);
       if (e.tx_last) { this._apply(sub, tx); tx = []; }
     }
