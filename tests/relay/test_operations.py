@@ -36,6 +36,7 @@ def listening(stack):
     stack.start_broker()
     sock = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
+    stack.keys.subscriber().apply(sock)
     sock.connect(stack.backend)
     yield sock
     sock.close(0)
@@ -45,10 +46,12 @@ def test_replay_by_pos_range_and_topic_keeps_positions(stack, listening):
     emit(stack.db_url, 4, topic="t:1")
     emit(stack.db_url, 3, topic="t:2")
     pos = sequence_all(stack.db_url)
-    result = operations.replay(stack.db_url, stack.frontend, operations.Selection(from_pos=pos[1], to_pos=pos[5]))
+    result = operations.replay(stack.db_url, stack.frontend, operations.Selection(from_pos=pos[1], to_pos=pos[5]),
+                               curve=stack.keys.publisher())
     got = receive_all(listening)
     assert [m["pos"] for _, m in got] == pos[1:6] and result.count == 5
-    operations.replay(stack.db_url, stack.frontend, operations.Selection(topic="t:2"), rate=50)
+    operations.replay(stack.db_url, stack.frontend, operations.Selection(topic="t:2"), rate=50,
+                      curve=stack.keys.publisher())
     got = receive_all(listening)
     assert [(t, m["pos"]) for t, m in got] == [(b"t:2", p) for p in pos[4:]]
 
@@ -72,7 +75,7 @@ def test_replay_by_time_window(stack, listening):
         conn.execute("UPDATE outbox SET created_at = created_at - interval '2 days' WHERE topic = 'old'")
         since = conn.execute("SELECT now() - interval '1 day'").fetchone()[0]
     sequence_all(stack.db_url)
-    operations.replay(stack.db_url, stack.frontend, operations.Selection(since=since))
+    operations.replay(stack.db_url, stack.frontend, operations.Selection(since=since), curve=stack.keys.publisher())
     assert {t for t, _ in receive_all(listening)} == {b"new"}
 
 
@@ -134,6 +137,8 @@ def test_status_and_management_commands(db_url):
 
 def test_admin_lists_outbox_with_relay_status_and_replays(stack, listening, client, django_user_model, monkeypatch):
     monkeypatch.setenv("OUTBOX_RELAY_BROKER_URL", stack.frontend)
+    for name, value in stack.keys.relay_env().items():
+        monkeypatch.setenv(name, value)
     emit(stack.db_url, 3, topic="checklist:5")
     pos = sequence_all(stack.db_url)
     admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw")

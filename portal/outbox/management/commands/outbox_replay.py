@@ -1,10 +1,10 @@
 import argparse
 import os
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from outbox_relay import admin_cli
-from outbox_relay.config import DEFAULT_FRONTEND
+from outbox_relay import admin_cli, operations
+from outbox_relay.config import DEFAULT_FRONTEND, ConfigError
 
 from ._relay import django_dsn
 
@@ -22,4 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         ns = argparse.Namespace(cmd="replay", **{k: opts[k] for k in (
             "from_pos", "to_pos", "since", "until", "topic", "dry_run", "rate", "broker", "no_progress")})
-        admin_cli.run(ns, django_dsn(), out=self.stdout)
+        try:
+            admin_cli.run(ns, django_dsn(), out=self.stdout)
+        except (ConfigError, operations.BrokerRefused) as exc:
+            raise CommandError(str(exc)) from None
