@@ -32,6 +32,7 @@ class Status:
     leader_since: datetime | None
     last_pos: int
     published_pos: int
+    pruned_pos: int                        # retention watermark: positions up to it may be gone
     backlog: int
     oldest_unsequenced_age: float | None   # seconds: how far behind sequencing is
     heartbeat_age: float | None            # seconds since the leader last checked in
@@ -45,7 +46,7 @@ class Status:
 
 
 STATUS_SQL = f"""
-SELECT s.leader, ({LEADER_ALIVE_SQL}) AS alive, s.leader_since, s.last_pos, s.published_pos,
+SELECT s.leader, ({LEADER_ALIVE_SQL}) AS alive, s.leader_since, s.last_pos, s.published_pos, s.pruned_pos,
        (SELECT count(*) FROM outbox WHERE pos IS NULL) AS backlog,
        extract(epoch FROM clock_timestamp() - (SELECT min(created_at) FROM outbox WHERE pos IS NULL)),
        extract(epoch FROM clock_timestamp() - s.heartbeat_at),
@@ -58,10 +59,10 @@ SELECT s.leader, ({LEADER_ALIVE_SQL}) AS alive, s.leader_since, s.last_pos, s.pu
 def status(dsn: str) -> Status:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(STATUS_SQL).fetchone()
-    leader, alive, since, last, published, backlog, oldest, hb, poison, armed = row
+    leader, alive, since, last, published, pruned, backlog, oldest, hb, poison, armed = row
     return Status(
         leader=leader, leader_alive=bool(alive), leader_since=since, last_pos=int(last),
-        published_pos=int(published), backlog=int(backlog),
+        published_pos=int(published), pruned_pos=int(pruned), backlog=int(backlog),
         oldest_unsequenced_age=float(oldest) if oldest is not None else None,
         heartbeat_age=float(hb) if hb is not None else None, poison_rows=int(poison),
         doorbell_armed=bool(armed),
@@ -76,6 +77,7 @@ def format_status(s: Status) -> str:
         f"leader:             {leader}",
         f"last assigned pos:  {s.last_pos}",
         f"published pos:      {s.published_pos}",
+        f"pruned up to pos:   {s.pruned_pos}",
         f"backlog (rows):     {s.backlog}",
         f"oldest unsequenced: {secs(s.oldest_unsequenced_age)}",
         f"heartbeat age:      {secs(s.heartbeat_age)}",

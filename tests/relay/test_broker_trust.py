@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import time
 
+import psycopg
 import pytest
 import zmq
 
+from outbox_relay.curve import ClientKeys
 from tests.relay.conftest import emit, relay_state, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -94,3 +96,104 @@ def test_an_anonymous_subscriber_reads_nothing(stack, collectors):
     finally:
         spy.close(0)
     assert read == [], f"an anonymous subscriber read {len(read)} messages, e.g. {read[:1]}"
+
+
+# ------------------------------------------------------------------ with keys, after the fix
+
+def keyed(kind: int, url: str, curve: ClientKeys) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    curve.apply(sock)
+    if kind == zmq.SUB:
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(url)
+    return sock
+
+
+@pytest.mark.parametrize("who", ["an unknown key", "a subscriber key"])
+def test_only_publisher_keys_publish(stack, collectors, who):
+    stack.start_broker()
+    stack.start_relay()
+    start = relay_state(stack.db_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+    curve = stack.keys.subscriber() if who == "a subscriber key" else ClientKeys.generate(stack.keys.broker_public)
+    forger = keyed(zmq.PUB, stack.frontend, curve)
+    try:
+        keep_sending(forger, forged_event(start + 1))
+        keep_sending(forger, forged_heartbeat(start + 3), seconds=0.5)
+    finally:
+        forger.close(0)
+    emit(stack.db_url, 3, topic="t:1")
+    sub.wait_for_pos(start + 3)
+    time.sleep(0.3)
+    assert [(e.pos, e.data) for e in sub.events] == [(start + i + 1, {"i": i}) for i in range(3)]
+    assert sub.sub.unfounded_claims == 0  # nothing even reached it
+
+
+@pytest.mark.parametrize("who", ["an unknown key", "a publisher key"])
+def test_only_subscriber_keys_read(stack, collectors, who):
+    stack.start_broker()
+    stack.start_relay()
+    start = relay_state(stack.db_url)[0]
+    curve = stack.keys.publisher() if who == "a publisher key" else ClientKeys.generate(stack.keys.broker_public)
+    spy = keyed(zmq.SUB, stack.backend, curve)
+    try:
+        sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+        time.sleep(0.5)
+        emit(stack.db_url, 3, topic="checklist:1")
+        sub.wait_for_pos(start + 3)
+        read = []
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and spy.poll(100):
+            read.append(spy.recv_multipart())
+    finally:
+        spy.close(0)
+    assert read == [] and sub.positions() == [start + 1, start + 2, start + 3]
+
+
+def test_a_lying_publisher_with_a_valid_key_still_cannot_make_a_subscriber_skip(stack, collectors, caplog):
+    """Defence in depth: a relay key in the wrong hands (or a relay that is wrong) claims
+    positions the outbox has not sequenced. Not acted on, counted, and the real commits at
+    those positions are delivered when they come."""
+    stack.start_broker()
+    stack.start_relay()
+    start = relay_state(stack.db_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+    liar = keyed(zmq.PUB, stack.frontend, stack.keys.publisher())
+    try:
+        keep_sending(liar, forged_heartbeat(start + 3))
+        keep_sending(liar, forged_event(start + 5), seconds=0.5)  # a gap to a position nobody committed
+        emit(stack.db_url, 5, topic="t:1")
+        sub.wait_for_pos(start + 5)
+    finally:
+        liar.close(0)
+    time.sleep(0.3)
+    assert [(e.pos, e.data) for e in sub.events] == [(start + i + 1, {"i": i}) for i in range(5)]
+    assert sub.sub.unfounded_claims >= 1
+    assert "beyond what the outbox has sequenced" in caplog.text and "skipping" not in caplog.text
+
+
+def _delete(db_url: str, where: str, *args) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"DELETE FROM outbox WHERE {where}", args)
+
+
+def test_pruned_positions_are_skipped_and_a_hole_behind_the_watermarks_back_is_not(stack, collectors, caplog):
+    stack.start_broker()
+    stack.start_relay()
+    start = relay_state(stack.db_url)[0]
+    emit(stack.db_url, 6, topic="t:1")
+    wait_until(lambda: relay_state(stack.db_url)[1] >= start + 6, what="the relay to publish")
+    _delete(stack.db_url, "pos <= %s", start + 2)  # pruned: the watermark says so
+    with psycopg.connect(stack.db_url, autocommit=True) as conn:  # a hole it does not explain
+        conn.execute("ALTER TABLE outbox DISABLE TRIGGER outbox_retention_watermark")
+        try:
+            conn.execute("DELETE FROM outbox WHERE pos = %s", (start + 5,))
+        finally:
+            conn.execute("ALTER TABLE outbox ENABLE TRIGGER outbox_retention_watermark")
+    late = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+    late.wait_for_pos(start + 4)
+    time.sleep(1.5)  # heartbeats keep asking; the hole stays unjumped
+    assert late.positions() == [start + 3, start + 4] and late.sub.delivered_pos == start + 4
+    assert "were pruned from the outbox" in caplog.text
+    assert "missing from the outbox but not pruned" in caplog.text

@@ -154,3 +154,31 @@ def test_admin_lists_outbox_with_relay_status_and_replays(stack, listening, clie
     assert sorted(m["pos"] for _, m in receive_all(listening)) == pos[:2]
     assert client.get(f"/admin/outbox/outboxevent/{ids[0]}/change/").status_code == 200  # read-only view
     assert client.get("/admin/outbox/outboxevent/add/").status_code == 403
+
+
+def _watermark(db_url: str) -> int:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return conn.execute("SELECT pruned_pos FROM outbox_relay_state WHERE id = 1").fetchone()[0]
+
+
+def test_every_deletion_raises_the_retention_watermark_and_nothing_else_does(db_url):
+    emit(db_url, 6, topic="t:w")
+    pos = sequence_all(db_url, publish=True)
+    emit(db_url, 2, topic="t:unsequenced")
+    assert _watermark(db_url) == 0
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE outbox SET sequenced_at = now() - interval '10 days' WHERE pos <= %s", (pos[2],))
+    assert operations.prune(db_url, timedelta(days=7)).deleted == 3
+    assert _watermark(db_url) == pos[2] and operations.status(db_url).pruned_pos == pos[2]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM outbox WHERE pos IS NULL")  # no position: nothing to explain
+        assert _watermark(db_url) == pos[2]
+        conn.execute("DELETE FROM outbox WHERE pos = %s", (pos[4],))  # by hand, out of order
+        assert _watermark(db_url) == pos[4]
+        conn.execute("DELETE FROM outbox WHERE pos = %s", (pos[3],))  # below it: it never goes down
+        assert _watermark(db_url) == pos[4]
+        with conn.transaction():
+            conn.execute("DELETE FROM outbox WHERE pos = %s", (pos[5],))
+            raise psycopg.Rollback()
+        assert _watermark(db_url) == pos[4]  # a rolled-back delete leaves it as it was
+    assert "pruned up to pos:   " + str(pos[4]) in operations.format_status(operations.status(db_url))

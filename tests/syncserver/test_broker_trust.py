@@ -89,3 +89,39 @@ async def test_a_forged_heartbeat_ahead_neither_skips_commits_nor_fools_healthz(
         finally:
             http.close()
             await c.close()
+
+
+async def test_a_lying_heartbeat_with_a_relay_key_is_counted_in_metrics_not_acted_on(db_url):
+    """Defence in depth, past CURVE: a publisher key in the wrong hands."""
+    topic = new_topic()
+    async with sync_stack(db_url) as stack:
+        c = await WebSocketClient(stack.base, raw=True, origin=ORIGIN).connect()
+        http = AsyncHTTPClient(force_instance=True)
+        liar = zmq.asyncio.Context.instance().socket(zmq.PUB)
+        liar.setsockopt(zmq.LINGER, 0)
+        stack.keys.publisher().apply(liar)
+        liar.connect(stack.frontend)
+        try:
+            await c.auth(token([topic]))
+            await c.subscribe(topic, 0)
+            await c.recv_type("subscribed")
+            ahead = await stack.relay.last_pos() + 3
+            reported = set()
+            for _ in range(20):
+                await liar.send_multipart(forged_heartbeat(ahead))
+                await asyncio.sleep(0.05)
+                reported.add(json.loads((await http.fetch(f"{stack.base}/healthz")).body)["broker"]["pos"])
+            assert ahead not in reported, reported
+            real = await stack.relay.items(topic, 3)
+            got = []
+            while len(got) < 3:
+                got += (await c.recv_type("events", timeout=5))["events"]
+            assert got == [json.loads(e.raw) for e in real]
+            metrics = (await http.fetch(f"{stack.base}/metrics")).body.decode()
+            counted = [line for line in metrics.splitlines()
+                       if line.startswith('outbox_subscriber_unfounded_claims_total{kind="heartbeat"}')]
+            assert counted and float(counted[0].split()[-1]) >= 1, metrics[-2000:]
+        finally:
+            liar.close(0)
+            http.close()
+            await c.close()
