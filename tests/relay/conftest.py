@@ -31,10 +31,10 @@ class Stack:
     daemons: object
     keys: KeySet
 
-    def start_broker(self):
+    def start_broker(self, **env: str):
         b = self.daemons.start("broker", python_module("outbox_relay.broker"), {
             "OUTBOX_BROKER_FRONTEND": self.frontend, "OUTBOX_BROKER_BACKEND": self.backend,
-            **self.keys.broker_env()})
+            **self.keys.broker_env(), **env})
         b.wait_for_line("broker ready")
         return b
 

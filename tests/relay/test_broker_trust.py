@@ -10,6 +10,7 @@ import pytest
 import zmq
 
 from outbox_relay.curve import ClientKeys
+from stack.keys import KeySet
 from tests.relay.conftest import emit, relay_state, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -197,3 +198,51 @@ def test_pruned_positions_are_skipped_and_a_hole_behind_the_watermarks_back_is_n
     assert late.positions() == [start + 3, start + 4] and late.sub.delivered_pos == start + 4
     assert "were pruned from the outbox" in caplog.text
     assert "missing from the outbox but not pruned" in caplog.text
+
+
+def test_a_refused_subscriber_says_so_loses_nothing_and_goes_live_once_allowed(stack, collectors, caplog,
+                                                                              monkeypatch):
+    from outbox_relay import handshakes
+
+    monkeypatch.setattr(handshakes, "RETRY", 0.3)
+    broker = stack.start_broker()
+    stack.start_relay()
+    start = relay_state(stack.db_url)[0]
+    newcomer = ClientKeys.generate(stack.keys.broker_public)  # not (yet) in the broker's list
+    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0,
+                     curve=newcomer)
+    emit(stack.db_url, 3)
+    sub.wait_for_pos(start + 3, timeout=15)  # from the outbox, each time the stream stays silent
+    assert "the broker refused this key" in caplog.text and sub.sub.catch_ups >= 1
+    # The operator adds the key and restarts the broker: the subscriber retries and is live.
+    broker.stop()
+    stack.start_broker(OUTBOX_BROKER_SUBSCRIBER_KEYS=f"{stack.keys.syncserver_public},{newcomer.public}")
+    wait_until(lambda: "the broker accepts this key again" in caplog.text, what="the subscriber to be accepted")
+    wait_until(lambda: sub.sub.heartbeat_at is not None, what="a heartbeat")
+    before = sub.sub.catch_ups
+    emit(stack.db_url, 3)
+    sub.wait_for_pos(start + 6)
+    assert sub.sub.catch_ups == before, "delivered from the outbox, not live"
+    assert sub.positions() == list(range(start + 1, start + 7))
+
+
+def test_rotating_the_relay_key_loses_nothing(stack, collectors):
+    """docs/security.md: add the new public key, roll the relay onto it, remove the old."""
+    old, new = stack.keys.relay_public, KeySet.generate()
+    both = f"{old},{new.relay_public}"
+    broker = stack.start_broker(OUTBOX_BROKER_PUBLISHER_KEYS=both)
+    relay = stack.start_relay()
+    start = relay_state(stack.db_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+    emit(stack.db_url, 2)
+    sub.wait_for_pos(start + 2)
+    relay.stop()
+    relay = stack.start_relay(name="relay-new", OUTBOX_RELAY_CURVE_SECRET_KEY=new.relay)
+    emit(stack.db_url, 2)
+    sub.wait_for_pos(start + 4)
+    broker.stop()
+    broker = stack.start_broker(OUTBOX_BROKER_PUBLISHER_KEYS=new.relay_public)
+    emit(stack.db_url, 2)
+    sub.wait_for_pos(start + 6)
+    assert sub.positions() == list(range(start + 1, start + 7))
+    assert f"broker accepted a publisher key={new.relay_public}" in broker.output()
