@@ -11,10 +11,15 @@ throwaway set in memory with `KeySet.generate()`:
     sync_env = {..., **keys.sync_env()}              # SYNC_CURVE_SECRET_KEY, SYNC_BROKER_PUBLIC_KEY
     Subscriber(..., curve=keys.subscriber())         # a subscriber-library client
     Publisher(url, keys.publisher())                 # a publisher (the relay's role)
+
+`python -m stack.keys` prints a fresh set as the variables compose.yaml requires (append
+it to .env); `python -m stack.keys --pair` prints one fresh key pair (for a rotation).
 """
 from __future__ import annotations
 
+import argparse
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +100,12 @@ class KeySet:
         """Every daemon's key settings (they do not collide: each daemon has its prefix)."""
         return {**self.broker_env(), **self.relay_env(), **self.sync_env()}
 
+    def compose_env(self) -> dict[str, str]:
+        """The variables compose.yaml takes the keys from (docs/security.md)."""
+        return {"CURVE_BROKER_SECRET_KEY": self.broker, "CURVE_BROKER_PUBLIC_KEY": self.broker_public,
+                "CURVE_RELAY_SECRET_KEY": self.relay, "CURVE_PUBLISHER_KEYS": self.relay_public,
+                "CURVE_SYNC_SECRET_KEY": self.syncserver, "CURVE_SUBSCRIBER_KEYS": self.syncserver_public}
+
     def publisher(self) -> ClientKeys:
         return ClientKeys(secret=self.relay, server=self.broker_public)
 
@@ -107,3 +118,26 @@ class KeySet:
                             publishers=frozenset({self.relay_public}),
                             subscribers=frozenset({self.syncserver_public}))
 
+
+
+def dotenv(values: dict[str, str]) -> str:
+    """`NAME='value'` lines. Single quotes, because Z85 keys may contain `$`, which compose
+    would otherwise take for a variable in an .env file (Z85 has no quote characters)."""
+    return "".join(f"{name}='{value}'\n" for name, value in values.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack.keys", description="Fresh CURVE keys for the broker.")
+    parser.add_argument("--pair", action="store_true", help="one key pair (SECRET_KEY, PUBLIC_KEY), for a rotation")
+    args = parser.parse_args(argv)
+    if args.pair:
+        secret = generate_secret()
+        sys.stdout.write(dotenv({"SECRET_KEY": secret, "PUBLIC_KEY": public_of(secret)}))
+    else:
+        sys.stdout.write("# The broker's CURVE keys for compose.yaml (docs/security.md). Keep this file private.\n")
+        sys.stdout.write(dotenv(KeySet.generate().compose_env()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
