@@ -42,6 +42,7 @@ CATCH_UP_CHUNK = 5000
 # Deep enough that a burst arriving during a catch-up is not dropped by ZeroMQ; a drop
 # would still be repaired, just more slowly.
 RCV_HWM = 200_000
+HANDSHAKE_WATCH_EVERY = 0.5  # seconds between looks at the socket's handshake events
 
 UNFOUNDED = Counter(
     "outbox_subscriber_unfounded_claims_total",
@@ -100,13 +101,16 @@ class Subscriber:
             # A restart may have missed anything the relay sequenced meanwhile.
             async for ev in self._catch_up(cont, None, "start"):
                 yield ev
+            watch_at = 0.0
             while True:
                 try:
                     frames = await asyncio.wait_for(sock.recv_multipart(), timeout=self.heartbeat_timeout / 3)
                 except asyncio.TimeoutError:
                     frames = None
-                handshakes.poll()
                 now = time.monotonic()
+                if now >= watch_at:  # not per message: this loop is every event's path
+                    handshakes.poll()
+                    watch_at = now + HANDSHAKE_WATCH_EVERY
                 if frames is None:
                     if cont.is_stale(now):
                         log.warning("stream silent for %.1fs; reading the outbox", self.heartbeat_timeout)
