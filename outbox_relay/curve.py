@@ -1,4 +1,5 @@
-"""CURVE keys for the broker and its peers: validate, derive, read and write (no sockets).
+"""CURVE keys for the broker and its peers: validate, derive, read and write key files
+(no network I/O; ClientKeys.apply only sets a socket's options).
 
 Every key is a Curve25519 key written in Z85 (40 characters, 32 bytes), the form libzmq
 and `zmq.curve_keypair()` use. A daemon is configured with its own *secret* key only; its

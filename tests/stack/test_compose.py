@@ -225,7 +225,7 @@ def test_dockerfile_builds_what_the_services_need():
     assert "collectstatic --noinput" in text
     assert re.search(r"^USER (?!root)", text, re.M), "services should not run as root"
     ignored = (ROOT / ".dockerignore").read_text().split()
-    for path in (".git", ".venv", "node_modules", ".pgdata", "staticfiles"):
+    for path in (".git", ".venv", "node_modules", ".pgdata", "staticfiles", ".curve"):  # .curve: make run's keys
         assert path in ignored, path
     # whitenoise serves the collected files under gunicorn.
     from django.conf import settings
