@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import procs
+from stack.keys import KeySet
 from syncserver.tokens import mint
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ class Ctx:
     origin: str = ""
     broker_frontend: str = ""
     broker_backend: str = ""
+    # The broker's CURVE keys for the whole run: our daemons, the probes and the peers
+    # (which publish through our broker, with the relay's key) all use this set.
+    keys: KeySet = field(default_factory=KeySet.generate)
     _n: int = 0
 
     def scale(self, full: float, quick: float) -> float:
@@ -67,7 +71,8 @@ def start_broker(ctx: Ctx) -> procs.Daemon:
     f, b = procs.free_port(), procs.free_port()
     ctx.broker_frontend, ctx.broker_backend = f"tcp://127.0.0.1:{f}", f"tcp://127.0.0.1:{b}"
     d = procs.start("broker", procs.python_argv("outbox_relay.broker"),
-                    {"OUTBOX_BROKER_FRONTEND": ctx.broker_frontend, "OUTBOX_BROKER_BACKEND": ctx.broker_backend})
+                    {"OUTBOX_BROKER_FRONTEND": ctx.broker_frontend, "OUTBOX_BROKER_BACKEND": ctx.broker_backend,
+                     **ctx.keys.broker_env()})
     d.wait_for_line("broker ready", 20)
     return d
 
@@ -86,7 +91,7 @@ def start_stack(ctx: Ctx, extra_env: dict[str, str] | None = None) -> None:
         **(extra_env or {}),
     }
     ctx.stack_log = open(ctx.tmp / "stack.log", "a", buffering=1)
-    stack = Stack(env=env, services=("broker", "relay", "syncserver"), seed=False, out=ctx.stack_log)
+    stack = Stack(env=env, services=("broker", "relay", "syncserver"), seed=False, out=ctx.stack_log, keys=ctx.keys)
     ctx.stack = stack
     stack.start()
     ctx.sync_url = stack.sync_url

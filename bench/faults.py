@@ -30,7 +30,8 @@ def seed_kill(ctx: Ctx, *, rounds: int, rate: float = 2000, kill_after: float = 
         probe = start_probe(ctx, ctx.topic(1))
         seed = procs.start("seed", procs.python_argv(
             "bench.peers.seed_direct", "--db", ctx.url, "--pub", ctx.broker_frontend, "--checklist",
-            str(ctx.checklists[1]), "--rate", str(rate), "--duration", "30", "--out", str(ctx.file("seed-kill"))))
+            str(ctx.checklists[1]), "--rate", str(rate), "--duration", "30", "--out", str(ctx.file("seed-kill"))),
+            ctx.keys.relay_env())
         try:
             seed.wait_for_line("started", 20)
             time.sleep(kill_after + 0.137 * r)

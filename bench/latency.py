@@ -29,7 +29,7 @@ def _summary(commits: dict, recv: dict, extra: dict) -> dict:
 def start_probe(ctx: Ctx, topic: str):
     out = ctx.file("probe")
     probe = procs.start("zprobe", procs.python_argv("bench.zprobe", "--sub", ctx.broker_backend, "--topic", topic,
-                                                    "--out", str(out)))
+                                                    "--out", str(out)), ctx.keys.sync_env())
     probe.wait_for_line("ready", 15)
     return probe, out
 
@@ -87,7 +87,8 @@ def seed_direct(ctx: Ctx, *, rate: float, duration: float) -> dict:
     out = ctx.file("seed-commits")
     seed = procs.start("seed", procs.python_argv(
         "bench.peers.seed_direct", "--db", ctx.url, "--pub", ctx.broker_frontend, "--checklist",
-        str(ctx.checklists[1]), "--rate", str(rate), "--duration", str(duration), "--out", str(out)))
+        str(ctx.checklists[1]), "--rate", str(rate), "--duration", str(duration), "--out", str(out)),
+        ctx.keys.relay_env())
     try:
         seed.wait_for_line("finished", duration + 30)
         commits = int_keys(read_json(out)["commits"])
@@ -106,7 +107,8 @@ def polling_relay(ctx: Ctx, *, rate: float, duration: float) -> dict:
     probe, probe_out = start_probe(ctx, topic)
     seen_out = ctx.file("poller-seen")
     poller = procs.start("poller", procs.python_argv(
-        "bench.peers.polling_relay", "--db", ctx.url, "--pub", ctx.broker_frontend, "--out", str(seen_out)))
+        "bench.peers.polling_relay", "--db", ctx.url, "--pub", ctx.broker_frontend, "--out", str(seen_out)),
+        ctx.keys.relay_env())
     try:
         poller.wait_for_line("ready", 15)
         w = paced_write(ctx.url, checklist_id=ctx.checklists[2], rate=rate, duration=duration)

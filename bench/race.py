@@ -62,7 +62,7 @@ def run(ctx: Ctx, *, who: str, writers: int, duration: float, hold_max: float = 
     if who == "polling_relay":
         poller = procs.start("poller", procs.python_argv(
             "bench.peers.polling_relay", "--db", ctx.url, "--pub", ctx.broker_frontend,
-            "--out", str(ctx.file("race-seen"))))
+            "--out", str(ctx.file("race-seen"))), ctx.keys.relay_env())
         poller.wait_for_line("ready", 15)
     try:
         committed = racing_writes(ctx.url, ctx.checklists[3], writers=writers, duration=duration, hold_max=hold_max)

@@ -21,7 +21,9 @@ import psycopg
 import zmq
 
 from bench import capture_bench, reference
+from outbox_relay.curve import ClientKeys
 from stack.database import database_url, with_dbname
+from stack.keys import KeySet
 from tests.support.processes import Daemon, free_port, python_module
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,14 +53,17 @@ class Stack:
         self.url = url
         self.front = f"tcp://127.0.0.1:{free_port()}"
         self.back = f"tcp://127.0.0.1:{free_port()}"
+        self.keys = KeySet.generate()
         self.broker = Daemon("broker", python_module("outbox_relay.broker"),
-                             {"OUTBOX_BROKER_FRONTEND": self.front, "OUTBOX_BROKER_BACKEND": self.back}).start()
+                             {"OUTBOX_BROKER_FRONTEND": self.front, "OUTBOX_BROKER_BACKEND": self.back,
+                              **self.keys.broker_env()}).start()
         self.broker.wait_for_line("broker ready")
         self.relay: Daemon | None = None
 
     def start_relay(self) -> None:
         self.relay = Daemon("relay", python_module("outbox_relay"), {
-            "DATABASE_URL": self.url, "OUTBOX_RELAY_BROKER_URL": self.front, "OUTBOX_RELAY_METRICS_PORT": "0"}).start()
+            "DATABASE_URL": self.url, "OUTBOX_RELAY_BROKER_URL": self.front, "OUTBOX_RELAY_METRICS_PORT": "0",
+            **self.keys.relay_env()}).start()
         self.relay.wait_for_line("relay leader", timeout=30)
 
     def stop_relay(self) -> None:
@@ -74,10 +79,11 @@ class Stack:
 class Counter:
     """A SUB socket on the broker backend counting events (and their latency)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, curve: ClientKeys) -> None:
         self.sock = zmq.Context.instance().socket(zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, 0)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        curve.apply(self.sock)
         self.sock.connect(url)
         self.count = 0
         self.arrivals: dict[int, float] = {}  # event seq -> epoch s it arrived
@@ -124,7 +130,7 @@ def bench_drain(stack: Stack, rows: int) -> dict:
     fill_backlog(stack.url, rows)
     insert_s = time.perf_counter() - t0
     start = published(stack.url)
-    counter = Counter(stack.back)
+    counter = Counter(stack.back, stack.keys.subscriber())
     stack.start_relay()
     t1 = time.perf_counter()
     # One connection for the whole wait: a new connection per poll forks a backend each
@@ -144,7 +150,7 @@ def bench_drain(stack: Stack, rows: int) -> dict:
 
 def bench_latency(stack: Stack, rate: float, seconds: float) -> dict:
     stack.start_relay()
-    counter = Counter(stack.back)
+    counter = Counter(stack.back, stack.keys.subscriber())
     counter.record_lag = True
     n = int(rate * seconds)
     committed: dict[int, float] = {}

@@ -107,7 +107,8 @@ class Run:
                     plain = max(plain, seed_direct.writer_cost(ctx.url, pub_url=None, checklist_id=ctx.checklists[1],
                                                                writers=writers, duration=d))
                     pub = max(pub, seed_direct.writer_cost(ctx.url, pub_url=ctx.broker_frontend,
-                                                           checklist_id=ctx.checklists[1], writers=writers, duration=d))
+                                                           checklist_id=ctx.checklists[1], writers=writers, duration=d,
+                                                           curve=ctx.keys.publisher()))
                 cost[str(writers)] = {"plain_tps": round(plain, 1), "publish_tps": round(pub, 1)}
             self.raw["seed_writer_cost"] = cost
             from bench import faults

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 
 import zmq
+
+from outbox_relay.curve import ClientKeys
 
 
 def seq_of(doc: dict) -> int | None:
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.RCVHWM, 0)  # never drop at the probe: losses must be the publisher's
+    # A subscriber key (the sync server's, from SYNC_*): the broker admits no other.
+    ClientKeys(secret=os.environ["SYNC_CURVE_SECRET_KEY"], server=os.environ["SYNC_BROKER_PUBLIC_KEY"]).apply(sock)
     sock.connect(args.sub)
     sock.setsockopt(zmq.SUBSCRIBE, args.topic.encode())
     time.sleep(0.3)  # XPUB subscription propagation (slow joiner)

@@ -1,5 +1,6 @@
 """The processes under test: broker, relays, sync server (and optionally a private PostgreSQL),
-each killable and restartable on the same ports, as the faults need."""
+each killable and restartable on the same ports, as the faults need. The broker runs with
+CURVE on, with a throwaway key set (stack.keys.KeySet)."""
 from __future__ import annotations
 
 import logging
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 
+from stack.keys import KeySet
 from tests.support.processes import Daemon, free_port, wait_for_port
 
 log = logging.getLogger(__name__)
@@ -23,9 +25,10 @@ SECRET = "chaos-sync-secret"
 
 
 class Cluster:
-    def __init__(self, dsn: str, *, relays: int = 2, python: str = sys.executable):
+    def __init__(self, dsn: str, *, relays: int = 2, python: str = sys.executable, keys: KeySet | None = None):
         self.dsn = dsn
         self.python = python
+        self.keys = keys or KeySet.generate()
         self.frontend_port, self.backend_port, self.sync_port = free_port(), free_port(), free_port()
         self.frontend = f"tcp://127.0.0.1:{self.frontend_port}"
         self.backend = f"tcp://127.0.0.1:{self.backend_port}"
@@ -43,14 +46,15 @@ class Cluster:
 
     def start_broker(self) -> Daemon:
         self.broker = Daemon("broker", [self.python, "-m", "outbox_relay.broker"], self._env(
-            OUTBOX_BROKER_FRONTEND=self.frontend, OUTBOX_BROKER_BACKEND=self.backend)).start()
+            OUTBOX_BROKER_FRONTEND=self.frontend, OUTBOX_BROKER_BACKEND=self.backend,
+            **self.keys.broker_env())).start()
         self.broker.wait_for_line("broker ready", 45)
         return self.broker
 
     def start_relay(self, name: str, wait: bool = True) -> Daemon:
         d = Daemon(name, [self.python, "-m", "outbox_relay"], self._env(
             OUTBOX_RELAY_BROKER_URL=self.frontend, OUTBOX_RELAY_METRICS_PORT="0", OUTBOX_RELAY_NAME=name,
-            OUTBOX_RELAY_POLL_INTERVAL="0.5", OUTBOX_RELAY_LOCK_RETRY="0.3")).start()
+            OUTBOX_RELAY_POLL_INTERVAL="0.5", OUTBOX_RELAY_LOCK_RETRY="0.3", **self.keys.relay_env())).start()
         self.relays[name] = d
         if wait:
             d.wait_for_line("relay started", 45)
@@ -59,7 +63,7 @@ class Cluster:
     def start_sync(self) -> Daemon:
         self.sync = Daemon("syncserver", [self.python, "-m", "syncserver"], self._env(
             SYNC_HOST="127.0.0.1", SYNC_PORT=str(self.sync_port), SYNC_BROKER_URL=self.backend,
-            SYNC_ALLOWED_ORIGINS=ORIGIN, SYNC_TOKEN_SECRET=SECRET)).start()
+            SYNC_ALLOWED_ORIGINS=ORIGIN, SYNC_TOKEN_SECRET=SECRET, **self.keys.sync_env())).start()
         wait_for_port(self.sync_port, 45)
         self.sync.wait_for_line("syncserver ready", 45)
         return self.sync

@@ -135,6 +135,21 @@ async def open_transaction_fault(ctx: Context) -> None:
     await open_transaction(ctx.cluster.dsn, ctx.topics[0], ctx.open_tx_seconds)
 
 
+async def forge_broker(ctx: Context) -> None:
+    """Broker forgery with keys on (chaos/forgery.py): anonymous, unknown and wrong-role
+    peers publish forged events and heartbeats and try to read. Nothing may be accepted,
+    nothing skipped (the checker), nothing read (here)."""
+    from .forgery import forge
+
+    c = ctx.cluster
+    result = await forge(c.dsn, c.frontend, c.backend, c.keys, ctx.topics, seconds=3.0)
+    ctx.notes.append(f"forgery: {result.sent} forged messages sent, {result.read} read by spies")
+    if result.sent == 0:
+        raise RuntimeError("the forgers sent nothing")
+    if result.read:
+        raise AssertionError(f"spies without a subscriber key read {result.read} messages from the broker")
+
+
 async def relays_race_cold(ctx: Context) -> None:
     """Every relay stopped, a backlog builds, then two relays start at the same instant."""
     c = ctx.cluster
@@ -174,4 +189,5 @@ FAULTS: dict[str, Fault] = {
     "open transaction": open_transaction_fault,
     "relays race cold": relays_race_cold,
     "outage longer than a batch": outage_longer_than_a_batch,
+    "forge broker messages": forge_broker,
 }

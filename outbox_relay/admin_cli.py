@@ -1,7 +1,8 @@
 """`outbox-admin status|replay|prune`: the operations of operations.py from a shell.
 
 DATABASE_URL (or the embedded server) says which database; replay publishes to
-OUTBOX_RELAY_BROKER_URL (the broker frontend) unless --broker is given.
+OUTBOX_RELAY_BROKER_URL (the broker frontend) unless --broker is given, with the relay's
+publisher key (OUTBOX_RELAY_CURVE_SECRET_KEY or _FILE, OUTBOX_RELAY_BROKER_PUBLIC_KEY).
 """
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import json
 import logging
 import os
 import sys
+from typing import Mapping
 
 from outbox_relay import operations
-from outbox_relay.config import DEFAULT_FRONTEND
+from outbox_relay.config import DEFAULT_FRONTEND, ConfigError, relay_keys
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,7 +77,9 @@ def _say(out, text: str) -> None:
     out.write(text + "\n")
 
 
-def run(args: argparse.Namespace, dsn: str, out=sys.stdout) -> int:
+def run(args: argparse.Namespace, dsn: str, out=sys.stdout, env: Mapping[str, str] = os.environ) -> int:
+    """Run one command. ConfigError (replay without its keys) and operations.BrokerRefused
+    are the caller's to report."""
     if args.cmd == "status":
         s = operations.status(dsn)
         _say(out, json.dumps(s.as_dict()) if args.json else operations.format_status(s))
@@ -93,7 +97,8 @@ def run(args: argparse.Namespace, dsn: str, out=sys.stdout) -> int:
             else:
                 _say(out, "dry run: would replay 0 events (nothing matches)")
         else:
-            result = operations.replay(dsn, args.broker, sel, rate=args.rate, progress=not args.no_progress)
+            result = operations.replay(dsn, args.broker, sel, curve=relay_keys(env), rate=args.rate,
+                                       progress=not args.no_progress)
             _say(out, f"replayed {result.count} events, pos {result.first_pos}..{result.last_pos},"
                       f" {len(result.topics)} topics")
     elif args.cmd == "prune":
@@ -108,7 +113,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from stack.database import database_url
 
-    sys.exit(run(args, database_url()))
+    try:
+        code = run(args, database_url())
+    except ConfigError as exc:
+        print(f"outbox-admin: {exc}", file=sys.stderr)
+        code = 2
+    except operations.BrokerRefused as exc:
+        print(f"outbox-admin: {exc}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
 
 
 if __name__ == "__main__":

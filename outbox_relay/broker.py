@@ -6,6 +6,16 @@ the fastest forwarder pyzmq offers; the main thread only waits for SIGTERM/SIGIN
 then stops the proxy through its control socket (zmq.proxy_steerable), so exit is clean.
 The broker holds no state: loss during its restart is repaired by subscribers from the
 outbox, guided by positions and heartbeats.
+
+Both sockets are CURVE servers, and pyzmq's ZAP handler (zmq.auth, in its own thread)
+admits on each side only the public keys listed for it: publisher keys on the frontend,
+subscriber keys on the backend (ZAP domains "publishers" and "subscribers"). Anonymous
+peers and unknown keys never complete the handshake, so they can neither inject nor
+read anything. CURVE cannot be switched off. ZAP runs once per connection, never per
+message; the messages themselves are encrypted and authenticated by libzmq's I/O thread.
+Both sockets enforce their ZAP domain (ZMQ_ZAP_ENFORCE_DOMAIN): were the handler gone,
+libzmq would otherwise let every key in ("Stonehouse"); with it, nobody. The broker also
+exits if its ZAP or proxy thread dies.
 """
 from __future__ import annotations
 
@@ -14,31 +24,85 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
-from outbox_relay.config import BrokerConfig, ConfigError, broker_config
+from outbox_relay.config import BrokerConfig, ConfigError, broker_config, check_broker_keys
 from outbox_relay.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
+PUBLISHERS = "publishers"    # ZAP domain of the frontend (XSUB)
+SUBSCRIBERS = "subscribers"  # ZAP domain of the backend (XPUB)
+REPEAT_EVERY = 60.0          # seconds between log lines about the same refused key
+
+
+class AllowList:
+    """A ZAP credentials provider (zmq.auth's configure_curve_callback): a fixed set of
+    Z85 public keys. Says once which keys connect (rotation: is the old key still used?)
+    and, at most once a minute per key, which it refused."""
+
+    def __init__(self, role: str, keys: frozenset[str]) -> None:
+        self.role = role
+        self.keys = frozenset(k.encode() for k in keys)
+        self.refused = 0
+        self._seen: set[bytes] = set()
+        self._said: dict[bytes, float] = {}
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        if key in self.keys:
+            if key not in self._seen:
+                self._seen.add(key)
+                log.info("broker accepted a %s key=%s", self.role, key.decode())
+            return True
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._said.get(key, -REPEAT_EVERY) >= REPEAT_EVERY:
+            if len(self._said) > 10_000:
+                self._said.clear()  # bounded however many keys try
+            self._said[key] = now
+            log.warning("broker refused a %s connection: key=%s is not an allowed %s key (refused so far: %d)",
+                        domain, key.decode(errors="replace"), self.role, self.refused)
+        return False
+
 
 class Broker:
     def __init__(self, config: BrokerConfig, ctx: zmq.Context | None = None) -> None:
+        check_broker_keys(config)  # no keys, no broker: there is no unauthenticated mode
         self.config = config
         self.ctx = ctx or zmq.Context()
         self._control_url = f"inproc://broker-control-{id(self)}"
         self._thread: threading.Thread | None = None
+        self.auth: ThreadAuthenticator | None = None
+        self.publishers = AllowList("publisher", config.publishers)
+        self.subscribers = AllowList("subscriber", config.subscribers)
 
     def start(self) -> None:
+        # The ZAP handler first: a CURVE socket bound before it exists would admit anyone.
+        self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("outbox_relay.broker.zap"))
+        self.auth.start()
+        self.auth.configure_curve_callback(PUBLISHERS, self.publishers)
+        self.auth.configure_curve_callback(SUBSCRIBERS, self.subscribers)
         frontend = self.ctx.socket(zmq.XSUB)
         backend = self.ctx.socket(zmq.XPUB)
-        for s in (frontend, backend):
+        for s, domain in ((frontend, PUBLISHERS), (backend, SUBSCRIBERS)):
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.SNDHWM, 100_000)
             s.setsockopt(zmq.RCVHWM, 100_000)
-        frontend.bind(self.config.frontend)
-        backend.bind(self.config.backend)
+            s.curve_server = True
+            s.curve_secretkey = self.config.secret_key.encode()
+            s.zap_domain = domain.encode()
+            s.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        try:
+            frontend.bind(self.config.frontend)
+            backend.bind(self.config.backend)
+        except zmq.ZMQError:
+            frontend.close(0)
+            backend.close(0)
+            self.auth.stop()
+            raise
         control = self.ctx.socket(zmq.PAIR)
         control.bind(self._control_url)
 
@@ -54,15 +118,25 @@ class Broker:
         self._thread = threading.Thread(target=serve, name="broker-proxy", daemon=True)
         self._thread.start()
 
+    def alive(self) -> str | None:
+        """None while both threads run; else which one died."""
+        if self._thread is None or not self._thread.is_alive():
+            return "the proxy thread died"
+        if self.auth is None or not self.auth.is_alive():
+            return "the ZAP (authentication) thread died"
+        return None
+
     def stop(self) -> None:
-        if self._thread is None:
-            return
-        ctl = self.ctx.socket(zmq.PAIR)
-        ctl.connect(self._control_url)
-        ctl.send(b"TERMINATE")
-        ctl.close(0)
-        self._thread.join(5)
-        self._thread = None
+        if self._thread is not None:
+            ctl = self.ctx.socket(zmq.PAIR)
+            ctl.connect(self._control_url)
+            ctl.send(b"TERMINATE")
+            ctl.close(0)
+            self._thread.join(5)
+            self._thread = None
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
 
 
 def main() -> None:
@@ -81,9 +155,15 @@ def main() -> None:
     except zmq.ZMQError as exc:
         print(f"outbox-broker: cannot bind: {exc}", file=sys.stderr)
         sys.exit(1)
-    log.info("broker ready frontend=%s backend=%s", config.frontend, config.backend)
+    log.info("broker ready frontend=%s backend=%s curve_public_key=%s publisher_keys=%d subscriber_keys=%d",
+             config.frontend, config.backend, config.public_key, len(config.publishers), len(config.subscribers))
     while not stop.wait(0.5):
-        pass
+        if (dead := broker.alive()) is not None:
+            # Never limp on: without its ZAP handler the broker admits nobody (enforced
+            # domains), without its proxy it forwards nothing.
+            log.error("broker stopping: %s", dead)
+            print(f"outbox-broker: {dead}", file=sys.stderr)
+            sys.exit(1)
     broker.stop()
     log.info("broker stopped")
     sys.exit(0)

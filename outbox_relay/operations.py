@@ -16,6 +16,8 @@ from typing import Callable, Iterator, TextIO
 import psycopg
 import zmq
 
+from outbox_relay.curve import ClientKeys
+from outbox_relay.handshakes import HandshakeWatch
 from outbox_relay.leader import LEADER_ALIVE_SQL
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ class Status:
     leader_since: datetime | None
     last_pos: int
     published_pos: int
+    pruned_pos: int                        # retention watermark: positions up to it may be gone
     backlog: int
     oldest_unsequenced_age: float | None   # seconds: how far behind sequencing is
     heartbeat_age: float | None            # seconds since the leader last checked in
@@ -43,7 +46,7 @@ class Status:
 
 
 STATUS_SQL = f"""
-SELECT s.leader, ({LEADER_ALIVE_SQL}) AS alive, s.leader_since, s.last_pos, s.published_pos,
+SELECT s.leader, ({LEADER_ALIVE_SQL}) AS alive, s.leader_since, s.last_pos, s.published_pos, s.pruned_pos,
        (SELECT count(*) FROM outbox WHERE pos IS NULL) AS backlog,
        extract(epoch FROM clock_timestamp() - (SELECT min(created_at) FROM outbox WHERE pos IS NULL)),
        extract(epoch FROM clock_timestamp() - s.heartbeat_at),
@@ -56,10 +59,10 @@ SELECT s.leader, ({LEADER_ALIVE_SQL}) AS alive, s.leader_since, s.last_pos, s.pu
 def status(dsn: str) -> Status:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(STATUS_SQL).fetchone()
-    leader, alive, since, last, published, backlog, oldest, hb, poison, armed = row
+    leader, alive, since, last, published, pruned, backlog, oldest, hb, poison, armed = row
     return Status(
         leader=leader, leader_alive=bool(alive), leader_since=since, last_pos=int(last),
-        published_pos=int(published), backlog=int(backlog),
+        published_pos=int(published), pruned_pos=int(pruned), backlog=int(backlog),
         oldest_unsequenced_age=float(oldest) if oldest is not None else None,
         heartbeat_age=float(hb) if hb is not None else None, poison_rows=int(poison),
         doorbell_armed=bool(armed),
@@ -74,6 +77,7 @@ def format_status(s: Status) -> str:
         f"leader:             {leader}",
         f"last assigned pos:  {s.last_pos}",
         f"published pos:      {s.published_pos}",
+        f"pruned up to pos:   {s.pruned_pos}",
         f"backlog (rows):     {s.backlog}",
         f"oldest unsequenced: {secs(s.oldest_unsequenced_age)}",
         f"heartbeat age:      {secs(s.heartbeat_age)}",
@@ -166,13 +170,20 @@ def preview(dsn: str, sel: Selection, limit: int = 20) -> tuple[ReplayResult, li
     return result, lines
 
 
-def replay(dsn: str, broker_url: str, sel: Selection, *, rate: float | None = None,
+class BrokerRefused(RuntimeError):
+    """The broker refused our CURVE key: nothing was sent."""
+
+
+def replay(dsn: str, broker_url: str, sel: Selection, *, curve: ClientKeys, rate: float | None = None,
            progress: bool = False, connect_timeout: float = 2.0, ctx: zmq.Context | None = None) -> ReplayResult:
-    """Re-publish stored events to the broker frontend, in pos order, keeping their pos."""
+    """Re-publish stored events to the broker frontend, in pos order, keeping their pos.
+
+    `curve` is a publisher key (the relay's: config.relay_keys); BrokerRefused if the
+    broker does not accept it."""
     result = ReplayResult()
     total = count(dsn, sel) if progress else 0
     bar = Progress(total) if progress and total else None
-    sock = _connect_publisher(broker_url, connect_timeout, ctx)
+    sock = _connect_publisher(broker_url, curve, connect_timeout, ctx)
     try:
         started = time.monotonic()
         with psycopg.connect(dsn) as conn:
@@ -199,22 +210,37 @@ def _tally(result: ReplayResult, pos: int, topic: str) -> None:
     result.topics[topic] = result.topics.get(topic, 0) + 1
 
 
-def _connect_publisher(url: str, timeout: float, ctx: zmq.Context | None) -> zmq.Socket:
+def _connect_publisher(url: str, curve: ClientKeys, timeout: float, ctx: zmq.Context | None) -> zmq.Socket:
     """An XPUB socket connected to the broker, returned once subscriptions have arrived.
 
     An XPUB (unlike a PUB) tells us when the broker forwards its subscribers'
     subscriptions, so the first replayed message is not dropped by a socket that does
-    not yet know anyone listens. With no subscriber at all, we go ahead after `timeout`.
+    not yet know anyone listens. With no subscriber at all, we go ahead after `timeout`;
+    if the broker refuses our key, BrokerRefused at once.
     """
     ctx = ctx or zmq.Context.instance()
     sock = ctx.socket(zmq.XPUB)
     sock.setsockopt(zmq.SNDHWM, 0)  # no limit: a replay must not drop locally
+    curve.apply(sock)
+    watch = HandshakeWatch(sock, url, "replay")
     sock.connect(url)
-    if sock.poll(int(timeout * 1000), zmq.POLLIN):
-        while sock.poll(0, zmq.POLLIN):
-            sock.recv()
-    else:
-        log.warning("replay: no subscriber behind the broker at %s after %.1fs; sending anyway", url, timeout)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if sock.poll(50, zmq.POLLIN):
+                while sock.poll(0, zmq.POLLIN):
+                    sock.recv()
+                break
+            watch.poll()
+            if watch.refusals:
+                sock.close(0)
+                raise BrokerRefused(f"the broker at {url} refused the replay's key (OUTBOX_RELAY_CURVE_SECRET_KEY:"
+                                    " its public key must be in OUTBOX_BROKER_PUBLISHER_KEYS); nothing was sent")
+            if time.monotonic() >= deadline:
+                log.warning("replay: no subscriber behind the broker at %s after %.1fs; sending anyway", url, timeout)
+                break
+    finally:
+        watch.close()
     return sock
 
 

@@ -3,24 +3,32 @@
 A plain (not zmq.asyncio) socket with NOBLOCK: a PUB socket never blocks, it drops at the
 high-water mark, so an awaitable send would only add overhead per message. Drops are
 made visible by positions and heartbeats and repaired by subscribers from the outbox.
+
+The socket is a CURVE client with a publisher key (the broker admits no other on its
+frontend); the relay calls check_handshakes() with every heartbeat, which logs a refusal
+and reconnects after one (outbox_relay/handshakes.py).
 """
 from __future__ import annotations
 
 import zmq
 
+from outbox_relay.curve import ClientKeys
 from outbox_relay.envelope import HEARTBEAT_TOPIC, encode_heartbeat
+from outbox_relay.handshakes import HandshakeWatch
 
 _HB_TOPIC = HEARTBEAT_TOPIC.encode()
 _MORE = zmq.SNDMORE | zmq.NOBLOCK
 
 
 class Publisher:
-    def __init__(self, url: str, ctx: zmq.Context | None = None) -> None:
+    def __init__(self, url: str, curve: ClientKeys, ctx: zmq.Context | None = None) -> None:
         self.url = url
         self.ctx = ctx or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.LINGER, 1000)
         self.sock.setsockopt(zmq.SNDHWM, 1_000_000)
+        curve.apply(self.sock)
+        self.handshakes = HandshakeWatch(self.sock, url, "relay publisher")
         self.sock.connect(url)
 
     def send(self, topic: str, envelope: str | bytes) -> None:
@@ -35,5 +43,9 @@ class Publisher:
     def heartbeat(self, pos: int) -> None:
         self.sock.send_multipart((_HB_TOPIC, encode_heartbeat(pos)), flags=zmq.NOBLOCK)
 
+    def check_handshakes(self) -> None:
+        self.handshakes.poll()
+
     def close(self) -> None:
+        self.handshakes.close()
         self.sock.close()

@@ -41,6 +41,8 @@ GENERIC_PLANS_SQL = "SET plan_cache_mode = force_generic_plan"
 
 class Relay:
     def __init__(self, config: RelayConfig, dsn: str) -> None:
+        if config.curve is None:
+            raise ValueError("the relay needs its CURVE keys (RelayConfig.curve)")
         self.config = config
         self.dsn = dsn
         self.name = config.name or f"{socket.gethostname()}:{os.getpid()}"
@@ -90,7 +92,7 @@ class Relay:
 
     async def _lead(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> None:
         listener = Listener(self.dsn, CONNECT_KWARGS)
-        publisher = Publisher(self.config.broker_url)
+        publisher = Publisher(self.config.broker_url, self.config.curve)
         heartbeat = None
         try:
             await listener.start()
@@ -256,6 +258,7 @@ class Relay:
             recorded = await sequencer.record_published(conn, self.published_pos)
             publisher.heartbeat(max(recorded, self.published_pos))
             metrics.HEARTBEATS.inc()
+            publisher.check_handshakes()
             if time.monotonic() - last_count >= BACKLOG_EVERY:
                 cur = await conn.execute("SELECT count(*) FROM outbox WHERE pos IS NULL")
                 metrics.BACKLOG.set((await cur.fetchone())[0])

@@ -1,8 +1,9 @@
 """`make run`: the whole stack from one command.
 
 Resolves the database (embedded PostgreSQL under .pgdata unless DATABASE_URL is set),
-migrates, seeds the demo, then runs broker, relay, sync server and portal as children of
-this process, each ready before the next, with their output prefixed by name. Ctrl-C or
+loads the broker's CURVE keys from .curve/ (created on the first start), migrates, seeds
+the demo, then runs broker, relay, sync server and portal as children of this process,
+each ready before the next, with their output prefixed by name. Ctrl-C or
 SIGTERM stops them all and exits 0; a child that dies stops them all and exits 1.
 
 `Stack` is the same thing as a class, for tests that need the whole stack as `make run`
@@ -22,10 +23,11 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, TextIO
+from typing import Callable, Iterator, Mapping, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from outbox_relay.envvalues import env_value, parse_port
+from stack.keys import KeyFileError, KeySet
 from stack.supervisor import (
     ServiceFailed, ServiceSpec, Supervisor, duplicate_ports, port_of, taken_ports,
 )
@@ -33,6 +35,7 @@ from stack.supervisor import (
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
+KEYS_DIR = ROOT / ".curve"  # make run's CURVE keys (git-ignored)
 SERVICES = ("broker", "relay", "syncserver", "portal")  # start order; stopped in reverse
 
 # Module each service runs (python -m ...); checked up front so a missing daemon is named.
@@ -107,11 +110,17 @@ def ports_from_env(env: Mapping[str, str]) -> Ports:
         raise ConfigError(str(exc)) from None
 
 
+def _unless_set(env: Mapping[str, str], values: dict[str, str]) -> dict[str, str]:
+    """values without the settings the user gave, as a value or as a _FILE."""
+    return {k: v for k, v in values.items() if not env.get(k, "").strip() and not env.get(f"{k}_FILE", "").strip()}
+
+
 def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,
-                  services: tuple[str, ...] = SERVICES, relays: int = 1,
+                  services: tuple[str, ...] = SERVICES, relays: int = 1, keys: KeySet | None = None,
                   python: str = sys.executable) -> list[ServiceSpec]:
     """What to run for each service, in start order. Values the user set in env win over
-    the ones derived from the ports (e.g. SYNC_PUBLIC_URL behind a proxy)."""
+    the ones derived from the ports (e.g. SYNC_PUBLIC_URL behind a proxy) and over the
+    CURVE keys in `keys` (None: the user's environment must give them all)."""
     frontend = f"tcp://127.0.0.1:{ports.broker_frontend}"
     backend = f"tcp://127.0.0.1:{ports.broker_backend}"
     portal_origins = f"http://127.0.0.1:{ports.portal},http://localhost:{ports.portal}"
@@ -122,18 +131,22 @@ def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,
         chosen = {k: env[k] if "://" in env.get(k, "") else v for k, v in values.items()}
         return {"DATABASE_URL": database_url, **chosen}
 
+    def keyed(role_env: Callable[[KeySet], dict[str, str]]) -> dict[str, str]:
+        return _unless_set(env, role_env(keys)) if keys is not None else {}
+
     specs: list[ServiceSpec] = []
     if "broker" in services:
         specs.append(ServiceSpec(
             "broker", [python, "-m", MODULES["broker"]],
-            derived(OUTBOX_BROKER_FRONTEND=frontend, OUTBOX_BROKER_BACKEND=backend),
+            {**derived(OUTBOX_BROKER_FRONTEND=frontend, OUTBOX_BROKER_BACKEND=backend),
+             **keyed(KeySet.broker_env)},
             ready_line=READY_LINES["broker"],
         ))
     if "relay" in services:
         for i in range(relays):
             specs.append(ServiceSpec(
                 "relay" if i == 0 else f"relay-{i + 1}", [python, "-m", MODULES["relay"]],
-                {**derived(OUTBOX_RELAY_BROKER_URL=frontend),
+                {**derived(OUTBOX_RELAY_BROKER_URL=frontend), **keyed(KeySet.relay_env),
                  "OUTBOX_RELAY_METRICS_PORT": str(ports.relay_metrics + i)},
                 ready_line=READY_LINES["relay"],
             ))
@@ -141,6 +154,7 @@ def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,
         specs.append(ServiceSpec(
             "syncserver", [python, "-m", MODULES["syncserver"]],
             {**derived(SYNC_BROKER_URL=backend, SYNC_ALLOWED_ORIGINS=portal_origins),
+             **keyed(KeySet.sync_env),
              "SYNC_HOST": "127.0.0.1", "SYNC_PORT": str(ports.sync)},
             ready_line=READY_LINES["syncserver"], ready_port=ports.sync,
         ))
@@ -148,10 +162,13 @@ def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,
         # runserver, not gunicorn: one process to supervise, DEBUG error pages, and static
         # files served straight from the sources (no collectstatic step, edits show at
         # once). compose.yaml runs gunicorn + whitenoise for deployment.
+        # In development the portal gets the relay's publisher key, for the admin's
+        # "Replay" action; compose gives a deployed portal none (docs/security.md).
         specs.append(ServiceSpec(
             "portal",
             [python, str(ROOT / "manage.py"), "runserver", "--noreload", f"127.0.0.1:{ports.portal}"],
-            derived(SYNC_PUBLIC_URL=f"http://127.0.0.1:{ports.sync}/sync"),
+            {**derived(SYNC_PUBLIC_URL=f"http://127.0.0.1:{ports.sync}/sync", OUTBOX_RELAY_BROKER_URL=frontend),
+             **keyed(KeySet.relay_env)},
             ready_port=ports.portal,
         ))
     return specs
@@ -269,7 +286,8 @@ class Stack:
     """
 
     def __init__(self, env: Mapping[str, str] | None = None, *, services: tuple[str, ...] = SERVICES,
-                 relays: int = 1, seed: bool = True, out: TextIO | None = None, color: bool = False):
+                 relays: int = 1, seed: bool = True, out: TextIO | None = None, color: bool = False,
+                 keys: KeySet | None = None, keys_dir: Path = KEYS_DIR):
         self.env = dict(os.environ if env is None else {**os.environ, **env})
         unknown = [s for s in services if s not in SERVICES]
         if unknown:
@@ -285,6 +303,8 @@ class Stack:
         self.database_url = ""
         self.users: list[tuple[str, str]] = []
         self.supervisor: Supervisor | None = None
+        self.keys = keys  # None: the set in keys_dir, made on the first start (tests pass a throwaway one)
+        self.keys_dir = keys_dir
         self._stop_requested = threading.Event()
 
     @property
@@ -314,8 +334,14 @@ class Stack:
         """Checks, database, migrate, seed, then every service; StackError on any failure
         (nothing is left running then)."""
         self.check()
+        if self.keys is None:
+            try:
+                self.keys = KeySet.load_or_create(self.keys_dir)
+            except KeyFileError as exc:
+                raise ConfigError(str(exc)) from None
         self.database_url = resolve_database(self.env)
-        specs = service_specs(self.ports, self.database_url, self.env, services=self.services, relays=self.relays)
+        specs = service_specs(self.ports, self.database_url, self.env, services=self.services, relays=self.relays,
+                              keys=self.keys)
         self.supervisor = Supervisor(specs, out=self.out, color=self.color, base_env=self.env)
         if self._stop_requested.is_set():
             self.supervisor.stopping.set()
@@ -417,12 +443,14 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated subset of {','.join(SERVICES)} (default: all)")
     parser.add_argument("--relays", type=int, default=1, help="relay processes: 1 leader + N-1 standbys")
     parser.add_argument("--no-seed", action="store_true", help="do not run manage.py seed_demo")
+    parser.add_argument("--keys-dir", type=Path, default=KEYS_DIR,
+                        help="the broker's CURVE keys, created there on the first start (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="stack: %(message)s", stream=sys.stderr)
 
     try:
         stack = Stack(services=tuple(s.strip() for s in args.services.split(",") if s.strip()),
-                      relays=args.relays, seed=not args.no_seed, color=sys.stdout.isatty())
+                      relays=args.relays, seed=not args.no_seed, color=sys.stdout.isatty(), keys_dir=args.keys_dir)
     except ConfigError as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 2

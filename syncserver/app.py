@@ -1,6 +1,10 @@
 """Assembly: the Tornado application (SockJS at /sync, /healthz, /metrics) and the
-server's background work (event stream, broker health, client heartbeats), started and
-stopped as one unit."""
+server's background work (event stream, client heartbeats), started and stopped as one
+unit.
+
+/healthz reports the broker stream as the subscriber library sees it: the last heartbeat
+the outbox did not contradict (a forged heartbeat claiming a position nobody committed
+neither shows in /healthz nor keeps a dead stream looking alive)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +16,6 @@ from typing import Awaitable, Callable, Protocol
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
-import zmq
-import zmq.asyncio
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from tornado.ioloop import PeriodicCallback
 
@@ -37,7 +39,8 @@ LISTEN_BACKLOG = 2048
 
 
 class EventSource(Protocol):
-    """What feeds the hub: outbox_relay.subscriber.Subscriber, or a test double."""
+    """What feeds the hub: outbox_relay.subscriber.Subscriber, or a test double. It may
+    also tell the last heartbeat it believed (heartbeat_at, monotonic; heartbeat_pos)."""
     delivered_pos: int
 
     async def run(self, on_event: Callable[..., Awaitable[None] | None]) -> None: ...
@@ -51,7 +54,9 @@ class SyncServer:
         if source is None:
             from outbox_relay.subscriber import Subscriber
 
-            source = Subscriber(broker_url=config.broker_url, dsn=config.database_url)
+            if config.curve is None:
+                raise ValueError("the sync server needs its CURVE keys (Config.curve)")
+            source = Subscriber(broker_url=config.broker_url, dsn=config.database_url, curve=config.curve)
         self.source = source
         # Grant checks share the catch-up reads' pool (both are short reads).
         self.authority = authority if authority is not None else DatabaseAuthority(self.catchup.pool)
@@ -60,8 +65,6 @@ class SyncServer:
                        coalesce=config.coalesce_ms / 1000)
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.closing = False
-        self.broker_heard: float | None = None  # monotonic time of the last broker heartbeat
-        self.broker_pos: int | None = None
         self.port: int | None = None
         self._tasks: list[asyncio.Task] = []
         self._http: tornado.httpserver.HTTPServer | None = None
@@ -103,10 +106,7 @@ class SyncServer:
         sockets = tornado.netutil.bind_sockets(self.config.port, self.config.host, backlog=LISTEN_BACKLOG)
         self._http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
-        self._tasks = [
-            asyncio.create_task(self._run_source(), name="sync-event-source"),
-            asyncio.create_task(self._watch_broker(), name="sync-broker-heartbeats"),
-        ]
+        self._tasks = [asyncio.create_task(self._run_source(), name="sync-event-source")]
         self._heartbeat = PeriodicCallback(self._send_heartbeat, self.config.heartbeat_interval * 1000)
         self._heartbeat.start()
         return self.port
@@ -118,23 +118,14 @@ class SyncServer:
         # Browsers get the redacted envelope, built here once per event (syncserver/redaction.py).
         self.hub.on_event(event if event.topic == HEARTBEAT_TOPIC else for_browsers(event))
 
-    async def _watch_broker(self) -> None:
-        """Listen to the relay's heartbeats: /healthz reports whether the broker stream is alive."""
-        sock = zmq.asyncio.Context.instance().socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC.encode())
-        sock.connect(self.config.broker_url)
-        try:
-            while True:
-                frames = await sock.recv_multipart()
-                if len(frames) == 2:
-                    self.broker_heard = time.monotonic()
-                    try:
-                        self.broker_pos = int(json.loads(frames[1])["pos"])
-                    except (ValueError, KeyError, TypeError):
-                        pass
-        finally:
-            sock.close(0)
+    @property
+    def broker_heard(self) -> float | None:
+        """Monotonic time of the last broker heartbeat the outbox did not contradict."""
+        return getattr(self.source, "heartbeat_at", None)
+
+    @property
+    def broker_pos(self) -> int | None:
+        return getattr(self.source, "heartbeat_pos", None)
 
     def _send_heartbeat(self) -> None:
         self.hub.broadcast(Prepared(protocol.heartbeat(self.source.delivered_pos)))

@@ -10,6 +10,8 @@ from functools import partial
 from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
+from outbox_relay.config import public_key_setting, secret_key_setting
+from outbox_relay.curve import ClientKeys
 from outbox_relay.envvalues import env_value, parse_int, parse_port
 from stack.database import url_problem
 from syncserver.origins import normalize_origin
@@ -41,6 +43,9 @@ class Config:
     coalesce_ms: int = 1  # shortest window in which a busy topic's transactions share one message
     heartbeat_interval: float = 1.0
     database_url: str = ""
+    # Its CURVE key pair and the broker's public key: the broker admits only subscriber
+    # keys on its backend. Required by from_env; there is no unauthenticated mode.
+    curve: ClientKeys | None = None
 
 
 def _setting(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
@@ -67,6 +72,14 @@ def from_env(env: Mapping[str, str]) -> Config:
     broker_url = env.get("SYNC_BROKER_URL", "").strip() or d.broker_url
     if urlsplit(broker_url).scheme not in ("tcp", "ipc", "inproc"):
         raise ConfigError(f"SYNC_BROKER_URL={broker_url!r} must be a ZeroMQ endpoint like tcp://host:port")
+    try:
+        curve = ClientKeys(
+            secret=secret_key_setting(env, "SYNC_CURVE_SECRET_KEY",
+                                      "subscribing to the broker needs a subscriber key"),
+            server=public_key_setting(env, "SYNC_BROKER_PUBLIC_KEY",
+                                      "the broker's public key (OUTBOX_BROKER_CURVE_SECRET_KEY's public half)"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
     secret = env.get("SYNC_TOKEN_SECRET", d.token_secret)
     if not secret:
@@ -115,6 +128,7 @@ def from_env(env: Mapping[str, str]) -> Config:
         max_recover_events=_int(env, "SYNC_MAX_RECOVER_EVENTS", d.max_recover_events, 1, 1_000_000),
         coalesce_ms=_int(env, "SYNC_COALESCE_MS", d.coalesce_ms, 0, 1000),
         database_url=database_url,
+        curve=curve,
     )
 
 

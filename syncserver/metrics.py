@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+# The subscriber library's count of broker messages that claimed positions beyond the
+# outbox (outbox_subscriber_unfounded_claims_total{kind}): served here with the rest.
+from outbox_relay.subscriber import UNFOUNDED as BROKER_UNFOUNDED_CLAIMS  # noqa: F401
+
 CONNECTIONS = Gauge("sync_connections", "Open SockJS connections", ["transport"])
 SUBSCRIPTIONS = Gauge("sync_subscriptions", "Active topic subscriptions (live or catching up)")
 EVENTS_DELIVERED = Counter("sync_events_delivered_total", "Events sent to clients (one per client per event)", ["kind"])

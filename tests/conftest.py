@@ -54,16 +54,17 @@ def daemons():
 # before it: after tests/relay/test_daemons.py, which emits on "checklist:1", a new
 # Checklist with pk 1 gets tpos 12 and a client subscribing since 0 is (rightly) told to
 # resync. So every test that uses the database starts from the state of a freshly
-# migrated one: no topic positions, relay positions 0, no leader, the doorbell armed.
+# migrated one: no topic positions, relay positions and the retention watermark 0, no
+# leader, the doorbell armed.
 
 _RELAY_APPS = ("outbox-relay", "outbox-relay-listener")
 
 _AT_REST = """
 DELETE FROM outbox_topic;
 UPDATE outbox_relay_state
-   SET last_pos = 0, published_pos = 0, leader = NULL, leader_since = NULL, heartbeat_at = NULL
- WHERE id = 1 AND (last_pos, published_pos, leader, leader_since, heartbeat_at)
-       IS DISTINCT FROM (0::bigint, 0::bigint, NULL::text, NULL::timestamptz, NULL::timestamptz);
+   SET last_pos = 0, published_pos = 0, pruned_pos = 0, leader = NULL, leader_since = NULL, heartbeat_at = NULL
+ WHERE id = 1 AND (last_pos, published_pos, pruned_pos, leader, leader_since, heartbeat_at)
+       IS DISTINCT FROM (0::bigint, 0::bigint, 0::bigint, NULL::text, NULL::timestamptz, NULL::timestamptz);
 SELECT outbox_set_doorbell(true);
 """
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 
 import psycopg
 import zmq
+
+from outbox_relay.config import relay_keys
 
 QUERY = ("SELECT id, topic, entity, entity_id, op, data FROM outbox WHERE id > %s ORDER BY id LIMIT 10000")
 
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     sock = zmq.Context.instance().socket(zmq.PUB)
+    relay_keys(os.environ).apply(sock)  # our broker admits publisher keys only
     sock.connect(args.pub)
     seen: list[int] = []
     with psycopg.connect(args.db, autocommit=True) as conn:

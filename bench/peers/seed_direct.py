@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -21,13 +22,18 @@ import psycopg
 import zmq
 
 from bench.writer import paced_write
+from outbox_relay.config import relay_keys
+from outbox_relay.curve import ClientKeys
 
 TABLE = "bench_seed_item"
 
 
-def publisher(pub_url: str, checklist_id: int):
+def publisher(pub_url: str, checklist_id: int, curve: ClientKeys | None = None):
+    """A PUB socket on our broker's frontend; the broker admits publisher keys only, so the
+    peer publishes with the relay's (from OUTBOX_RELAY_* unless given)."""
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.PUB)
+    (curve or relay_keys(os.environ)).apply(sock)
     sock.connect(pub_url)
     topic = f"checklist:{checklist_id}".encode()
 
@@ -38,7 +44,8 @@ def publisher(pub_url: str, checklist_id: int):
     return sock, publish
 
 
-def writer_cost(url: str, *, pub_url: str | None, checklist_id: int, writers: int, duration: float) -> float:
+def writer_cost(url: str, *, pub_url: str | None, checklist_id: int, writers: int, duration: float,
+                curve: ClientKeys | None = None) -> float:
     """Transactions/s of `writers` threads saving one row each as fast as they can, each
     publishing after its commit when pub_url is given (the seed's writer cost)."""
     counts = [0] * writers
@@ -48,7 +55,7 @@ def writer_cost(url: str, *, pub_url: str | None, checklist_id: int, writers: in
     def one(i: int) -> None:
         publish = None
         if pub_url:
-            _, publish = publisher(pub_url, checklist_id)
+            _, publish = publisher(pub_url, checklist_id, curve)
         with psycopg.connect(url) as conn:
             barrier.wait()
             n = 0

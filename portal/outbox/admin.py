@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.db import connection
 
 from outbox_relay import operations
-from outbox_relay.config import DEFAULT_FRONTEND
+from outbox_relay.config import DEFAULT_FRONTEND, ConfigError, relay_keys
 from portal.outbox.models import OutboxEvent
 from stack.database import database_url, with_dbname
 
@@ -56,8 +56,10 @@ class OutboxEventAdmin(admin.ModelAdmin):
         skipped = queryset.count() - len(ids)
         broker = os.environ.get("OUTBOX_RELAY_BROKER_URL", DEFAULT_FRONTEND)
         try:
-            result = operations.replay(_dsn(), broker, operations.Selection(ids=ids))
-        except (psycopg.Error, OSError) as exc:
+            # The relay's publisher key: without it (the portal is not given one by
+            # default in a deployment) replay is refused here, not by the broker.
+            result = operations.replay(_dsn(), broker, operations.Selection(ids=ids), curve=relay_keys(os.environ))
+        except (psycopg.Error, OSError, ConfigError, operations.BrokerRefused) as exc:
             self.message_user(request, f"Replay failed: {exc}", messages.ERROR)
             return
         msg = f"Replayed {result.count} events (pos {result.first_pos}..{result.last_pos}) to {broker}."

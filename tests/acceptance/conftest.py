@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 from stack.database import database_url, with_dbname
+from stack.keys import KeySet
 from stack.run import Stack
 from tests.acceptance import clients, pages
 from tests.support.processes import ROOT, free_port
@@ -34,7 +35,9 @@ ARTIFACTS = ROOT / "test-artifacts" / "acceptance"
 DEMO_PASSWORDS = {"alice": "alice-demo", "bob": "bob-demo", "admin": "admin-demo"}
 # Variables that would point the stack's services elsewhere than the ports chosen here.
 SYNC_TOKEN_TTL = 12  # seconds
-STACK_OVERRIDES = ("SYNC_PUBLIC_URL", "SYNC_ALLOWED_ORIGINS", "SYNC_BROKER_URL", "OUTBOX_RELAY_BROKER_URL")
+STACK_OVERRIDES = ("SYNC_PUBLIC_URL", "SYNC_ALLOWED_ORIGINS", "SYNC_BROKER_URL", "OUTBOX_RELAY_BROKER_URL",
+                   *KeySet.generate().env(), "OUTBOX_BROKER_CURVE_SECRET_KEY_FILE",
+                   "OUTBOX_RELAY_CURVE_SECRET_KEY_FILE", "SYNC_CURVE_SECRET_KEY_FILE")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -83,7 +86,7 @@ def stack(acc_database_url, artifacts):
         **{name: "" for name in STACK_OVERRIDES if name in os.environ},
     }
     log = open(artifacts / "stack.log", "w", encoding="utf-8")
-    s = Stack(env=env, out=log)
+    s = Stack(env=env, out=log, keys=KeySet.generate())
     try:
         s.start()
         yield s

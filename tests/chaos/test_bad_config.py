@@ -8,9 +8,11 @@ import subprocess
 
 import pytest
 
+from stack.keys import KeySet
 from tests.support.processes import free_port, python_module
 
 GOOD_DB = "postgresql://postgres@127.0.0.1:1/never_connected"
+KEYS = KeySet.generate()
 
 CASES = [
     # (module, env, the setting the message must name)
@@ -34,6 +36,23 @@ CASES = [
      "SYNC_DISABLED_TRANSPORTS"),
     ("syncserver", {"SYNC_BROKER_URL": "http://x"}, "SYNC_BROKER_URL"),
     ("syncserver", {"SYNC_MAX_MESSAGE_BYTES": "-1"}, "SYNC_MAX_MESSAGE_BYTES"),
+    # CURVE keys: required (there is no unauthenticated mode), and well-formed.
+    ("outbox_relay.broker", {"OUTBOX_BROKER_CURVE_SECRET_KEY": ""}, "OUTBOX_BROKER_CURVE_SECRET_KEY"),  # missing
+    ("outbox_relay.broker", {"OUTBOX_BROKER_CURVE_SECRET_KEY": "#" * 40}, "OUTBOX_BROKER_CURVE_SECRET_KEY"),
+    ("outbox_relay.broker", {"OUTBOX_BROKER_CURVE_SECRET_KEY_FILE": "/nonexistent/broker.key_secret"},
+     "OUTBOX_BROKER_CURVE_SECRET_KEY"),                                                    # value and file both
+    ("outbox_relay.broker", {"OUTBOX_BROKER_CURVE_SECRET_KEY": "",
+                             "OUTBOX_BROKER_CURVE_SECRET_KEY_FILE": "/nonexistent/broker.key_secret"},
+     "OUTBOX_BROKER_CURVE_SECRET_KEY_FILE"),                                               # no such file
+    ("outbox_relay.broker", {"OUTBOX_BROKER_PUBLISHER_KEYS": ""}, "OUTBOX_BROKER_PUBLISHER_KEYS"),
+    ("outbox_relay.broker", {"OUTBOX_BROKER_SUBSCRIBER_KEYS": KEYS.syncserver_public + ",nope"},
+     "OUTBOX_BROKER_SUBSCRIBER_KEYS"),
+    ("outbox_relay.broker", {"OUTBOX_BROKER_SUBSCRIBER_KEYS": KEYS.relay_public},          # one key, two roles
+     "OUTBOX_BROKER_SUBSCRIBER_KEYS"),
+    ("outbox_relay", {"OUTBOX_RELAY_CURVE_SECRET_KEY": ""}, "OUTBOX_RELAY_CURVE_SECRET_KEY"),
+    ("outbox_relay", {"OUTBOX_RELAY_BROKER_PUBLIC_KEY": KEYS.broker_public[:-1]}, "OUTBOX_RELAY_BROKER_PUBLIC_KEY"),
+    ("syncserver", {"SYNC_CURVE_SECRET_KEY": ""}, "SYNC_CURVE_SECRET_KEY"),
+    ("syncserver", {"SYNC_BROKER_PUBLIC_KEY": ""}, "SYNC_BROKER_PUBLIC_KEY"),
 ]
 
 # Regression tests for defects this matrix found (both daemons once accepted a malformed
@@ -47,6 +66,8 @@ DEFECTS = [
 def run(module: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "SYNC_"))}
     base["DATABASE_URL"] = GOOD_DB
+    base.update(KEYS.broker_env() if module == "outbox_relay.broker" else
+                KEYS.relay_env() if module == "outbox_relay" else KEYS.sync_env())
     # Free ports, so a daemon that wrongly accepts its settings fails on the assertion, not on a bind.
     base.update({"SYNC_PORT": str(free_port()), "OUTBOX_RELAY_METRICS_PORT": "0",
                  "OUTBOX_BROKER_FRONTEND": f"tcp://127.0.0.1:{free_port()}",

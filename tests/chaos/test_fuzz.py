@@ -216,3 +216,28 @@ def test_deeply_nested_json_is_answered_as_broken_not_with_a_traceback(db_url):
         assert body == b"Broken JSON encoding."
     finally:
         cluster.stop()
+
+
+def test_broker_forgery_with_keys_on_is_accepted_nowhere_and_skips_nothing(db_url):
+    """Anonymous, unknown-key and wrong-role peers on the broker's ports forge events at
+    the next positions and heartbeats far ahead, and try to read everything, while writers
+    commit and clients on every transport watch (chaos/forgery.py). The checker sees every
+    committed change exactly once, in order, with the database's content; the spies read
+    nothing (the fault raises otherwise)."""
+    from chaos.faults import FAULTS
+    from chaos.trial import run_trial
+    from tests.chaos.test_faults import OPTS
+
+    cluster = Cluster(db_url, relays=1)
+    try:
+        cluster.start()
+        result = asyncio.run(asyncio.wait_for(
+            run_trial(cluster, "forge broker messages", FAULTS["forge broker messages"], OPTS), 120))
+    finally:
+        cluster.stop()
+    detail = f"{result.totals} notes={result.notes}\n{cluster.outputs()[-3000:]}"
+    assert result.committed > 0 and any("forged messages sent" in n for n in result.notes), detail
+    assert result.totals.ok and result.db_holes == 0 and result.recovery is not None, detail
+    assert result.totals.resyncs == 0, detail  # nothing was skipped that a client then had to reload
+    assert "pruned" not in cluster.outputs() and "beyond what the outbox" not in cluster.outputs(), detail
+    assert "broker refused" in cluster.broker.output(), detail

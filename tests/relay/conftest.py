@@ -1,5 +1,6 @@
-"""Helpers for the relay suite: broker/relay processes on free ports, writers, and a
-subscriber running in its own thread that records what it delivers."""
+"""Helpers for the relay suite: broker/relay processes on free ports (with a throwaway
+CURVE key set), writers, and a subscriber running in its own thread that records what it
+delivers."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
+from stack.keys import KeySet
 from tests.support.processes import free_port, python_module
 
 FAST = {  # quick timers keep the suite short; the defaults are tested in test_units
@@ -27,17 +29,19 @@ class Stack:
     frontend: str
     backend: str
     daemons: object
+    keys: KeySet
 
-    def start_broker(self):
+    def start_broker(self, **env: str):
         b = self.daemons.start("broker", python_module("outbox_relay.broker"), {
-            "OUTBOX_BROKER_FRONTEND": self.frontend, "OUTBOX_BROKER_BACKEND": self.backend})
+            "OUTBOX_BROKER_FRONTEND": self.frontend, "OUTBOX_BROKER_BACKEND": self.backend,
+            **self.keys.broker_env(), **env})
         b.wait_for_line("broker ready")
         return b
 
     def start_relay(self, name: str = "relay", wait: str | None = "relay leader", **env: str):
         d = self.daemons.start(name, python_module("outbox_relay"), {
             "DATABASE_URL": self.db_url, "OUTBOX_RELAY_BROKER_URL": self.frontend,
-            "OUTBOX_RELAY_NAME": name, **FAST, **env})
+            "OUTBOX_RELAY_NAME": name, **self.keys.relay_env(), **FAST, **env})
         if wait:
             d.wait_for_line(wait, timeout=20)
         return d
@@ -45,7 +49,8 @@ class Stack:
 
 @pytest.fixture
 def stack(db_url, daemons) -> Stack:
-    return Stack(db_url, f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", daemons)
+    return Stack(db_url, f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", daemons,
+                 KeySet.generate())
 
 
 def emit(db_url: str, n: int, topic: str = "t:1", per_tx: int = 1) -> None:
@@ -118,10 +123,12 @@ class Collector:
 
 
 @pytest.fixture
-def collectors():
+def collectors(stack):
+    """make(**Subscriber kwargs): a Collector, with the stack's subscriber key unless given."""
     made: list[Collector] = []
 
     def make(**kwargs) -> Collector:
+        kwargs.setdefault("curve", stack.keys.subscriber())
         c = Collector(**kwargs)
         made.append(c)
         return c

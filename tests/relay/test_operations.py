@@ -36,6 +36,7 @@ def listening(stack):
     stack.start_broker()
     sock = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
+    stack.keys.subscriber().apply(sock)
     sock.connect(stack.backend)
     yield sock
     sock.close(0)
@@ -45,10 +46,12 @@ def test_replay_by_pos_range_and_topic_keeps_positions(stack, listening):
     emit(stack.db_url, 4, topic="t:1")
     emit(stack.db_url, 3, topic="t:2")
     pos = sequence_all(stack.db_url)
-    result = operations.replay(stack.db_url, stack.frontend, operations.Selection(from_pos=pos[1], to_pos=pos[5]))
+    result = operations.replay(stack.db_url, stack.frontend, operations.Selection(from_pos=pos[1], to_pos=pos[5]),
+                               curve=stack.keys.publisher())
     got = receive_all(listening)
     assert [m["pos"] for _, m in got] == pos[1:6] and result.count == 5
-    operations.replay(stack.db_url, stack.frontend, operations.Selection(topic="t:2"), rate=50)
+    operations.replay(stack.db_url, stack.frontend, operations.Selection(topic="t:2"), rate=50,
+                      curve=stack.keys.publisher())
     got = receive_all(listening)
     assert [(t, m["pos"]) for t, m in got] == [(b"t:2", p) for p in pos[4:]]
 
@@ -72,7 +75,7 @@ def test_replay_by_time_window(stack, listening):
         conn.execute("UPDATE outbox SET created_at = created_at - interval '2 days' WHERE topic = 'old'")
         since = conn.execute("SELECT now() - interval '1 day'").fetchone()[0]
     sequence_all(stack.db_url)
-    operations.replay(stack.db_url, stack.frontend, operations.Selection(since=since))
+    operations.replay(stack.db_url, stack.frontend, operations.Selection(since=since), curve=stack.keys.publisher())
     assert {t for t, _ in receive_all(listening)} == {b"new"}
 
 
@@ -150,6 +153,8 @@ def test_a_bad_replay_rate_is_a_usage_error(given, capsys):
 
 def test_admin_lists_outbox_with_relay_status_and_replays(stack, listening, client, django_user_model, monkeypatch):
     monkeypatch.setenv("OUTBOX_RELAY_BROKER_URL", stack.frontend)
+    for name, value in stack.keys.relay_env().items():
+        monkeypatch.setenv(name, value)
     emit(stack.db_url, 3, topic="checklist:5")
     pos = sequence_all(stack.db_url)
     admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
@@ -165,3 +170,31 @@ def test_admin_lists_outbox_with_relay_status_and_replays(stack, listening, clie
     assert sorted(m["pos"] for _, m in receive_all(listening)) == pos[:2]
     assert client.get(f"/admin/outbox/outboxevent/{ids[0]}/change/").status_code == 200  # read-only view
     assert client.get("/admin/outbox/outboxevent/add/").status_code == 403
+
+
+def _watermark(db_url: str) -> int:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return conn.execute("SELECT pruned_pos FROM outbox_relay_state WHERE id = 1").fetchone()[0]
+
+
+def test_every_deletion_raises_the_retention_watermark_and_nothing_else_does(db_url):
+    emit(db_url, 6, topic="t:w")
+    pos = sequence_all(db_url, publish=True)
+    emit(db_url, 2, topic="t:unsequenced")
+    assert _watermark(db_url) == 0
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE outbox SET sequenced_at = now() - interval '10 days' WHERE pos <= %s", (pos[2],))
+    assert operations.prune(db_url, timedelta(days=7)).deleted == 3
+    assert _watermark(db_url) == pos[2] and operations.status(db_url).pruned_pos == pos[2]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM outbox WHERE pos IS NULL")  # no position: nothing to explain
+        assert _watermark(db_url) == pos[2]
+        conn.execute("DELETE FROM outbox WHERE pos = %s", (pos[4],))  # by hand, out of order
+        assert _watermark(db_url) == pos[4]
+        conn.execute("DELETE FROM outbox WHERE pos = %s", (pos[3],))  # below it: it never goes down
+        assert _watermark(db_url) == pos[4]
+        with conn.transaction():
+            conn.execute("DELETE FROM outbox WHERE pos = %s", (pos[5],))
+            raise psycopg.Rollback()
+        assert _watermark(db_url) == pos[4]  # a rolled-back delete leaves it as it was
+    assert "pruned up to pos:   " + str(pos[4]) in operations.format_status(operations.status(db_url))

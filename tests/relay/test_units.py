@@ -5,7 +5,10 @@ import pytest
 
 from outbox_relay import envelope, operations
 from outbox_relay.config import ConfigError, RelayConfig, broker_config, relay_config
-from outbox_relay.gaps import Action, Continuity, missing_ranges
+from outbox_relay.gaps import Action, Continuity, OutboxView, Skip
+from stack.keys import KeySet
+
+KEYS = KeySet.generate()
 
 ROW = {"pos": 7, "tpos": 3, "topic": "checklist:1", "txid": 991, "entity": "item", "entity_id": "5",
        "op": "update", "version": 2, "data": {"id": 5, "text": "é"}, "changed": ["text"], "actor": "u1",
@@ -59,19 +62,19 @@ def test_continuity_staleness():
     assert not c.is_stale(105)
 
 
-def test_missing_ranges_and_skip():
-    assert missing_ranges(1, 10, [1, 2, 5, 6, 10]) == [(3, 4), (7, 9)]
-    assert missing_ranges(1, 3, []) == [(1, 3)]
-    assert missing_ranges(1, 3, [1, 2, 3]) == []
+def test_skip_only_below_the_watermark():
     c = Continuity(delivered=4, stale_after=1)
-    assert c.skip_to(9) == [(5, 9)] and c.delivered == 9 and c.skip_to(3) == []
+    assert c.skip_to(9, pruned_pos=9) == [(5, 9)] and c.delivered == 9
+    assert c.skip_to(3, pruned_pos=9) == []
+    assert c.skip_to(20, pruned_pos=12) == [(10, 12)] and c.delivered == 12  # never past pruned_pos
+    assert c.skip_to(20, pruned_pos=12) == []
 
 
 def test_relay_config_defaults_and_parsing():
-    assert relay_config({}) == RelayConfig()
+    assert relay_config(KEYS.relay_env()) == RelayConfig(curve=KEYS.publisher())
     assert RelayConfig().batch_size == 2000 and RelayConfig().poll_interval == 1.0
     assert RelayConfig().metrics_port == 9101 and RelayConfig().broker_url == "tcp://127.0.0.1:5557"
-    cfg = relay_config({"OUTBOX_RELAY_BATCH_SIZE": "10", "OUTBOX_RELAY_POLL_INTERVAL": "0.25",
+    cfg = relay_config({"OUTBOX_RELAY_BATCH_SIZE": "10", "OUTBOX_RELAY_POLL_INTERVAL": "0.25", **KEYS.relay_env(),
                         "OUTBOX_RELAY_METRICS_PORT": "0", "OUTBOX_RELAY_CLAIM_INTERVAL": "0", "UNRELATED": "x"})
     assert (cfg.batch_size, cfg.poll_interval, cfg.metrics_port, cfg.claim_interval) == (10, 0.25, 0, 0.0)
 
@@ -107,10 +110,13 @@ def test_relay_config_messages_give_the_name_and_the_value(env, message):
 
 
 def test_broker_config():
-    cfg = broker_config({})
+    cfg = broker_config(KEYS.broker_env())
     assert (cfg.frontend, cfg.backend) == ("tcp://127.0.0.1:5557", "tcp://127.0.0.1:5558")
+    assert cfg.publishers == {KEYS.relay_public} and cfg.subscribers == {KEYS.syncserver_public}
+    assert cfg.public_key == KEYS.broker_public and KEYS.broker not in repr(cfg)
     with pytest.raises(ConfigError):
-        broker_config({"OUTBOX_BROKER_FRONTEND": "tcp://127.0.0.1:1", "OUTBOX_BROKER_BACKEND": "tcp://127.0.0.1:1"})
+        broker_config({"OUTBOX_BROKER_FRONTEND": "tcp://127.0.0.1:1", "OUTBOX_BROKER_BACKEND": "tcp://127.0.0.1:1",
+                       **KEYS.broker_env()})
 
 
 def test_durations_and_times():

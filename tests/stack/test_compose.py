@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stack.keys import KeySet
 from stack.supervisor import port_of
 from tests.support.processes import ROOT
 
@@ -19,11 +20,22 @@ APP_SERVICES = ("migrate", "broker", "relay", "syncserver", "portal")
 LONG_RUNNING = ("postgres", "broker", "relay", "syncserver", "portal")
 
 
+# What `python -m stack.keys >> .env` gives compose: the variables ${VAR:?} requires.
+KEYS = KeySet.generate()
+REQUIRED = KEYS.compose_env()
+
+
 def interpolate(value: str) -> str:
-    """Compose's ${VAR:-default} / ${VAR} with an empty environment."""
-    value = re.sub(r"\$\{[A-Z0-9_]+:?-([^}]*)\}", r"\1", value)
-    value = re.sub(r"\$\{[A-Z0-9_]+\}", "", value)
-    return value.replace("$$", "$")
+    """Compose's ${VAR:-default} / ${VAR} with an empty environment, and ${VAR:?message}
+    with the variables the docs tell users to set. One pass, as compose does: a `$$` in
+    a substituted value (Z85 keys may have one) stays as it is."""
+    def sub(m: re.Match) -> str:
+        if m[0] == "$$":
+            return "$"
+        if m["op"] and m["op"].endswith("?"):
+            return REQUIRED.get(m["name"], f"<{m['name']}>")
+        return m["arg"] if m["op"] else ""
+    return re.sub(r"\$\$|\$\{(?P<name>[A-Z0-9_]+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}", sub, value)
 
 
 def env_of(service: str) -> dict[str, str]:
@@ -85,8 +97,50 @@ def test_broker_and_relay_settings_parse_with_the_code_that_reads_them():
     broker = broker_config(env_of("broker"))
     relay = relay_config(env_of("relay"))
     assert port_of(relay.broker_url) == ("broker", port_of(broker.frontend)[1])
-    assert set(env_of("broker")) == {"OUTBOX_BROKER_FRONTEND", "OUTBOX_BROKER_BACKEND"}
+    assert set(env_of("broker")) == {"OUTBOX_BROKER_FRONTEND", "OUTBOX_BROKER_BACKEND", "OUTBOX_BROKER_CURVE_SECRET_KEY",
+                                     "OUTBOX_BROKER_PUBLISHER_KEYS", "OUTBOX_BROKER_SUBSCRIBER_KEYS"}
     assert set(env_of("relay")) - {"DATABASE_URL"} <= {n for n in env_of("relay") if n.startswith("OUTBOX_RELAY_")}
+
+
+CURVE_SETTINGS = {  # (service, setting) -> the compose variable it must require
+    ("broker", "OUTBOX_BROKER_CURVE_SECRET_KEY"): "CURVE_BROKER_SECRET_KEY",
+    ("broker", "OUTBOX_BROKER_PUBLISHER_KEYS"): "CURVE_PUBLISHER_KEYS",
+    ("broker", "OUTBOX_BROKER_SUBSCRIBER_KEYS"): "CURVE_SUBSCRIBER_KEYS",
+    ("relay", "OUTBOX_RELAY_CURVE_SECRET_KEY"): "CURVE_RELAY_SECRET_KEY",
+    ("relay", "OUTBOX_RELAY_BROKER_PUBLIC_KEY"): "CURVE_BROKER_PUBLIC_KEY",
+    ("syncserver", "SYNC_CURVE_SECRET_KEY"): "CURVE_SYNC_SECRET_KEY",
+    ("syncserver", "SYNC_BROKER_PUBLIC_KEY"): "CURVE_BROKER_PUBLIC_KEY",
+}
+
+
+def test_broker_keys_are_required_from_the_environment_and_fit_together():
+    for (service, setting), var in CURVE_SETTINGS.items():
+        raw = SERVICES[service]["environment"][setting]
+        # ${VAR:?message}: compose refuses to start without it; never a default key.
+        assert re.fullmatch(rf"\$\{{{var}:\?[^}}]+\}}", raw), (service, setting, raw)
+    # Each service holds its own secret only; the portal and migrate none.
+    for service in ("portal", "migrate", "postgres"):
+        assert not any("CURVE" in str(v) for v in (SERVICES[service].get("environment") or {}).values()), service
+    assert set(REQUIRED) == set(CURVE_SETTINGS.values())
+    # With what `python -m stack.keys` prints, the relay's key may publish and the sync server's subscribe.
+    from outbox_relay.config import broker_config, relay_config
+    from outbox_relay.curve import public_of
+    from syncserver.config import from_env
+
+    broker, relay, sync = broker_config(env_of("broker")), relay_config(env_of("relay")), from_env(env_of("syncserver"))
+    assert relay.curve.public in broker.publishers and sync.curve.public in broker.subscribers
+    assert relay.curve.server == sync.curve.server == public_of(broker.secret_key)
+
+
+def test_the_key_generator_prints_dotenv_lines_compose_reads_literally(capsys):
+    from stack import keys
+
+    keys.main([])
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    values = dict(re.fullmatch(r"([A-Z_]+)='([^']*)'", line).groups() for line in lines)
+    assert set(values) == set(REQUIRED)
+    assert KeySet(values["CURVE_BROKER_SECRET_KEY"], values["CURVE_RELAY_SECRET_KEY"],
+                  values["CURVE_SYNC_SECRET_KEY"]).compose_env() == values
 
 
 def test_syncserver_settings_parse_with_the_code_that_reads_them():
@@ -171,7 +225,7 @@ def test_dockerfile_builds_what_the_services_need():
     assert "collectstatic --noinput" in text
     assert re.search(r"^USER (?!root)", text, re.M), "services should not run as root"
     ignored = (ROOT / ".dockerignore").read_text().split()
-    for path in (".git", ".venv", "node_modules", ".pgdata", "staticfiles"):
+    for path in (".git", ".venv", "node_modules", ".pgdata", "staticfiles", ".curve"):  # .curve: make run's keys
         assert path in ignored, path
     # whitenoise serves the collected files under gunicorn.
     from django.conf import settings

@@ -13,6 +13,7 @@ import urllib.request
 import pytest
 
 from stack import run
+from stack.keys import KeySet
 from stack.run import Ports, parse_demo_users, ports_from_env, redact, service_specs
 from tests.stack.test_supervisor import gone
 from tests.support.processes import ROOT, Daemon, free_port
@@ -69,7 +70,7 @@ def test_the_environment_the_specs_set_is_accepted_by_the_daemons_config():
     from outbox_relay.config import broker_config, relay_config
     from syncserver.config import from_env
 
-    specs = {s.name: s for s in service_specs(Ports(), "postgresql:///db", {})}
+    specs = {s.name: s for s in service_specs(Ports(), "postgresql:///db", {}, keys=KeySet.generate())}
     assert broker_config(specs["broker"].env).frontend == "tcp://127.0.0.1:5557"
     assert relay_config(specs["relay"].env).broker_url == "tcp://127.0.0.1:5557"
     assert from_env(specs["syncserver"].env).broker_url == "tcp://127.0.0.1:5558"
@@ -82,6 +83,21 @@ def test_user_settings_win_over_derived_ones():
     assert specs["portal"].env["SYNC_PUBLIC_URL"] == "https://sync.example.com/sync"
     assert specs["syncserver"].env["SYNC_ALLOWED_ORIGINS"] == "https://app.example.com"
     assert specs["broker"].env["OUTBOX_BROKER_FRONTEND"] == "tcp://0.0.0.0:5557"
+
+
+def test_every_daemon_gets_the_keys_of_its_role_and_user_keys_win():
+    keys = KeySet.generate()
+    specs = {s.name: s for s in service_specs(Ports(), "postgresql:///db", {}, keys=keys)}
+    assert specs["broker"].env["OUTBOX_BROKER_PUBLISHER_KEYS"] == keys.relay_public
+    assert specs["relay"].env["OUTBOX_RELAY_CURVE_SECRET_KEY"] == keys.relay
+    assert specs["syncserver"].env["SYNC_CURVE_SECRET_KEY"] == keys.syncserver
+    # Nobody gets another role's secret (the portal: the relay's, for the admin's replay).
+    assert keys.broker not in specs["relay"].env.values() and keys.relay not in specs["syncserver"].env.values()
+    assert specs["portal"].env["OUTBOX_RELAY_CURVE_SECRET_KEY"] == keys.relay
+    mine = {"SYNC_CURVE_SECRET_KEY_FILE": "/run/secrets/sync", "OUTBOX_BROKER_SUBSCRIBER_KEYS": "x"}
+    specs = {s.name: s for s in service_specs(Ports(), "postgresql:///db", mine, keys=keys)}
+    assert "SYNC_CURVE_SECRET_KEY" not in specs["syncserver"].env  # the user's _FILE is used instead
+    assert "OUTBOX_BROKER_SUBSCRIBER_KEYS" not in specs["broker"].env
 
 
 def test_services_subset():
@@ -129,8 +145,13 @@ def stack_env(db_url: str) -> dict[str, str]:
     return env
 
 
-def run_stack(daemons, env: dict[str, str], *args: str) -> Daemon:
-    return daemons.start("make-run", [sys.executable, "-m", "stack.run", *args], env)
+def run_stack(daemons, env: dict[str, str], *args: str, keys_dir=None) -> Daemon:
+    """`make run` in a child; its CURVE keys in keys_dir (a fresh temporary one by default,
+    never the checkout's own .curve/)."""
+    import tempfile
+
+    keys_dir = keys_dir or tempfile.mkdtemp(prefix="make-run-keys-")
+    return daemons.start("make-run", [sys.executable, "-m", "stack.run", "--keys-dir", str(keys_dir), *args], env)
 
 
 def child_pids(output: str) -> dict[str, int]:
@@ -147,10 +168,11 @@ def wait_exit(daemon: Daemon, timeout: float = 30.0) -> int:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_make_run_serves_the_stack_and_ctrl_c_stops_every_child(db_url, daemons):
+def test_make_run_serves_the_stack_and_ctrl_c_stops_every_child(db_url, daemons, tmp_path):
     env = stack_env(db_url)
     portal = f"http://127.0.0.1:{env['PORTAL_PORT']}/"
-    stack = run_stack(daemons, env)
+    keys_dir = tmp_path / "curve"
+    stack = run_stack(daemons, env, keys_dir=keys_dir)
     stack.wait_for_line(f"Cloud Checklist is running:  {portal}", timeout=START_TIMEOUT)
     pids = child_pids(stack.output())
     assert set(pids) == {"broker", "relay", "syncserver", "portal"}
@@ -168,15 +190,24 @@ def test_make_run_serves_the_stack_and_ctrl_c_stops_every_child(db_url, daemons)
     for name, pid in pids.items():
         assert gone(pid), f"{name} (pid {pid}) survived Ctrl-C"
     assert "all services stopped" in stack.output()
+    # The broker's CURVE keys were made on this first start: private, and used.
+    secrets = {p.name: p.read_text() for p in keys_dir.glob("*.key_secret")}
+    assert set(secrets) == {"broker.key_secret", "relay.key_secret", "syncserver.key_secret"}
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in keys_dir.glob("*.key_secret"))
+    assert oct(keys_dir.stat().st_mode & 0o777) == "0o700"
+    assert re.search(r"broker +\| .*broker accepted a publisher key", stack.output())
+    assert re.search(r"broker +\| .*broker accepted a subscriber key", stack.output())
 
-    # A second start on the same data (seed again) works; SIGTERM stops it as cleanly.
-    again = run_stack(daemons, env)
+    # A second start on the same data (seed again) works, with the same keys; SIGTERM
+    # stops it as cleanly.
+    again = run_stack(daemons, env, keys_dir=keys_dir)
     again.wait_for_line(f"Cloud Checklist is running:  {portal}", timeout=START_TIMEOUT)
     assert "alice / alice-demo" in again.output()
     pids = child_pids(again.output())
     os.kill(again.pid, signal.SIGTERM)
     assert wait_exit(again) == 0, again.output()
     assert all(gone(pid) for pid in pids.values())
+    assert {p.name: p.read_text() for p in keys_dir.glob("*.key_secret")} == secrets
 
 
 @pytest.mark.django_db(transaction=True)
@@ -193,8 +224,11 @@ def test_a_child_that_dies_stops_the_whole_stack(db_url, daemons):
 
 
 def run_to_exit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stack.run", *args], cwd=ROOT, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=60)
+    import tempfile
+
+    keys_dir = tempfile.mkdtemp(prefix="make-run-keys-")
+    return subprocess.run([sys.executable, "-m", "stack.run", "--keys-dir", keys_dir, *args], cwd=ROOT,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
 
 
 def test_a_taken_port_is_reported_before_anything_starts():
@@ -238,7 +272,7 @@ def test_stack_class_for_acceptance_tests_restarts_and_kills_services(db_url):
     import io
 
     out = io.StringIO()
-    stack = run.Stack(env=stack_env(db_url), seed=False, out=out)
+    stack = run.Stack(env=stack_env(db_url), seed=False, out=out, keys=KeySet.generate())
     try:
         stack.start()
         before = stack.pids()

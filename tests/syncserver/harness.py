@@ -10,6 +10,8 @@ triggers wrote (sequence): the rows of real REST, ORM or SQL writes.
 
 Topics are real checklists (new_topic): the sync server asks the database whether the
 token's user is a member now, so a topic nobody is a member of delivers nothing.
+
+It publishes with the relay's (publisher) key; the sync server subscribes with its own.
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ import zmq
 import zmq.asyncio
 
 from outbox_relay.broker import Broker
-from outbox_relay.config import BrokerConfig
+from outbox_relay.curve import ClientKeys
 from outbox_relay.envelope import decode, encode_heartbeat
+from stack.keys import KeySet
 from syncserver import tokens
 from syncserver.app import SyncServer
 from syncserver.config import Config
@@ -83,9 +86,10 @@ def token(topics, user_id=7, username="alice", ttl=300, secret=SECRET, now=None)
 
 
 class FakeRelay:
-    def __init__(self, dsn: str, frontend: str):
+    def __init__(self, dsn: str, frontend: str, curve: ClientKeys):
         self.dsn = dsn
         self.frontend = frontend
+        self.curve = curve
         self.conn: psycopg.AsyncConnection | None = None
         self.pub = None
         self._beat: asyncio.Task | None = None
@@ -94,6 +98,7 @@ class FakeRelay:
         self.conn = await psycopg.AsyncConnection.connect(self.dsn)
         self.pub = zmq.asyncio.Context.instance().socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
+        self.curve.apply(self.pub)
         self.pub.connect(self.frontend)
         self._beat = asyncio.create_task(self._heartbeats())
 
@@ -203,21 +208,23 @@ class Stack:
     base: str
     backend: str
     frontend: str
+    keys: KeySet
 
 
 @asynccontextmanager
 async def sync_stack(db_url: str, **overrides):
     frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    broker = Broker(BrokerConfig(frontend=frontend, backend=backend))
+    keys = KeySet.generate()
+    broker = Broker(keys.broker_config(frontend, backend))
     broker.start()
     settings = {"token_secret": SECRET, "allowed_origins": frozenset({ORIGIN}), **overrides}
-    config = Config(port=0, broker_url=backend, database_url=db_url, **settings)
+    config = Config(port=0, broker_url=backend, database_url=db_url, curve=keys.subscriber(), **settings)
     server = SyncServer(config)
-    relay = FakeRelay(db_url, frontend)
+    relay = FakeRelay(db_url, frontend, keys.publisher())
     try:
         port = await server.start()
         await relay.open()
-        stack = Stack(server, relay, f"http://127.0.0.1:{port}", backend, frontend)
+        stack = Stack(server, relay, f"http://127.0.0.1:{port}", backend, frontend, keys)
         await wait_stream_ready(stack)
         yield stack
     finally:

@@ -12,6 +12,7 @@ import time
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
+from stack.keys import KeySet
 from tests.support.processes import free_port, python_module
 from tests.syncserver.client import WebSocketClient, XhrStreamingClient
 from tests.syncserver.harness import ORIGIN, SECRET, token
@@ -19,7 +20,8 @@ from tests.syncserver.harness import ORIGIN, SECRET, token
 
 @pytest.mark.parametrize("env", [{"SYNC_PORT": "x"}, {"SYNC_ALLOWED_ORIGINS": "*"}, {"SYNC_TRANSPORTS": "smoke"}])
 def test_bad_configuration_is_one_line_and_exit_2(env):
-    proc = subprocess.run(python_module("syncserver"), env={**os.environ, "DATABASE_URL": "postgresql://x/y", **env},
+    proc = subprocess.run(python_module("syncserver"), env={**os.environ, "DATABASE_URL": "postgresql://x/y",
+                                                            **KeySet.generate().sync_env(), **env},
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert proc.stderr.startswith("syncserver: ") and proc.stderr.count("\n") == 1
@@ -45,15 +47,17 @@ def test_end_to_end_orm_write_reaches_websocket_and_xhr_streaming_clients(db_url
     from portal.checklists.models import Checklist, Item, Membership, checklist_topic
 
     frontend, backend, port = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", free_port()
+    keys = KeySet.generate()
     daemons.start("broker", python_module("outbox_relay.broker"),
-                  {"OUTBOX_BROKER_FRONTEND": frontend, "OUTBOX_BROKER_BACKEND": backend}).wait_for_line("broker ready")
+                  {"OUTBOX_BROKER_FRONTEND": frontend, "OUTBOX_BROKER_BACKEND": backend, **keys.broker_env()}
+                  ).wait_for_line("broker ready")
     relay = daemons.start("relay", python_module("outbox_relay"), {
-        "DATABASE_URL": db_url, "OUTBOX_RELAY_BROKER_URL": frontend, "OUTBOX_RELAY_METRICS_PORT": "0",
+        "DATABASE_URL": db_url, "OUTBOX_RELAY_BROKER_URL": frontend, "OUTBOX_RELAY_METRICS_PORT": "0", **keys.relay_env(),
         "OUTBOX_RELAY_HEARTBEAT_INTERVAL": "0.3", "OUTBOX_RELAY_POLL_INTERVAL": "0.5"})
     relay.wait_for_line("relay leader", 20)
     sync = daemons.start("sync", python_module("syncserver"), {
         "DATABASE_URL": db_url, "SYNC_BROKER_URL": backend, "SYNC_PORT": str(port), "SYNC_TOKEN_SECRET": SECRET,
-        "SYNC_ALLOWED_ORIGINS": ORIGIN})
+        "SYNC_ALLOWED_ORIGINS": ORIGIN, **keys.sync_env()})
     assert sync.wait_for_line("syncserver ready", 20).endswith(f"port={port}")
     base = f"http://127.0.0.1:{port}"
 

@@ -9,13 +9,15 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from stack.keys import KeySet
 from syncserver import protocol, tokens
 from syncserver.config import ConfigError, from_env
 from syncserver.hub import CatchUpResult, Hub, removes, revoked_users
 from syncserver.origins import OriginPolicy, normalize_origin
 from syncserver.ratelimit import TokenBucket
 
-ENV = {"DATABASE_URL": "postgresql://x/y"}
+KEYS = KeySet.generate()
+ENV = {"DATABASE_URL": "postgresql://x/y", **KEYS.sync_env()}
 
 
 # -- protocol ----------------------------------------------------------------------------
@@ -82,6 +84,7 @@ def test_config_defaults_and_validation():
     assert (c.host, c.port, c.broker_url) == ("127.0.0.1", 8001, "tcp://127.0.0.1:5558")
     assert c.disabled_transports == ("htmlfile", "jsonp")
     assert c.allowed_origins == {"http://127.0.0.1:8000", "http://localhost:8000"}
+    assert c.curve == KEYS.subscriber()
     assert from_env({**ENV, "SYNC_TRANSPORTS": "websocket,xhr"}).disabled_transports == (
         "xhr_streaming", "eventsource", "htmlfile", "jsonp")
     assert from_env({**ENV, "SYNC_DISABLED_TRANSPORTS": ""}).disabled_transports == ()
@@ -89,7 +92,8 @@ def test_config_defaults_and_validation():
                 {"SYNC_TOKEN_SECRET": ""}, {"SYNC_ALLOWED_ORIGINS": "*"}, {"SYNC_ALLOWED_ORIGINS": ""},
                 {"SYNC_TRANSPORTS": "websocket", "SYNC_DISABLED_TRANSPORTS": "xhr"}, {"SYNC_TRANSPORTS": "carrier-pigeon"},
                 {"SYNC_MAX_SUBSCRIPTIONS": "0"}, {"SYNC_RECENT_EVENTS": "-1"}, {"SYNC_MAX_MESSAGE_BYTES": "10"},
-                {"SYNC_COALESCE_MS": "1001"}, {"SYNC_COALESCE_MS": "x"}):
+                {"SYNC_COALESCE_MS": "1001"}, {"SYNC_COALESCE_MS": "x"},
+                {"SYNC_CURVE_SECRET_KEY": ""}, {"SYNC_BROKER_PUBLIC_KEY": "nope"}):
         with pytest.raises(ConfigError):
             from_env({**ENV, **bad})
 

@@ -1,8 +1,9 @@
 import argparse
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from outbox_relay import admin_cli
+from outbox_relay import admin_cli, operations
+from outbox_relay.config import ConfigError
 
 from ._relay import django_dsn
 
@@ -14,4 +15,7 @@ class Command(BaseCommand):
         admin_cli.add_replay_arguments(parser)
 
     def handle(self, *args, **opts):
-        admin_cli.run(argparse.Namespace(cmd="replay", **opts), django_dsn(), out=self.stdout)
+        try:
+            admin_cli.run(argparse.Namespace(cmd="replay", **opts), django_dsn(), out=self.stdout)
+        except (ConfigError, operations.BrokerRefused) as exc:
+            raise CommandError(str(exc)) from None
