@@ -15,7 +15,7 @@ DEBUG = os.environ.get("PORTAL_DEBUG", "1") == "1"
 ALLOWED_HOSTS = [h for h in os.environ.get("PORTAL_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "portal.adminsite.PortalAdminConfig",  # django.contrib.admin with a hardened site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -30,6 +30,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads a value into a query: see portal/inputguard.py.
+    "portal.inputguard.RefuseUnstorableInput",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # serves collected static under gunicorn (compose.yaml)
     "portal.cookies.SessionCookieSanitizer",  # before sessions: see portal/cookies.py
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -93,7 +95,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["portal.checklists.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
     "DEFAULT_PAGINATION_CLASS": "portal.checklists.api.pagination.Pagination",
     "PAGE_SIZE": 50,
