@@ -1,12 +1,21 @@
 """Django settings for the Cloud Checklist portal.
 
 Environment variables (all optional): DATABASE_URL, PORTAL_SECRET_KEY, PORTAL_DEBUG,
-PORTAL_ALLOWED_HOSTS, SYNC_TOKEN_SECRET, SYNC_PUBLIC_URL, SYNC_TOKEN_TTL.
+PORTAL_ALLOWED_HOSTS, SYNC_TOKEN_SECRET, SYNC_PUBLIC_URL, SYNC_TOKEN_TTL, and the web
+defences' PORTAL_TRUSTED_PROXIES, PORTAL_LOGIN_FAILURE_LIMIT, PORTAL_LOGIN_COOLOFF,
+PORTAL_RATE_*, PORTAL_RATELIMIT_DIR (README, docs/security.md).
 """
+import hashlib
 import os
+import tempfile
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
+from outbox_relay.envvalues import env_value, parse_int
+from portal.rates import parse_rate
 from stack.database import database_url, django_database
+from syncserver.peers import parse_trusted
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -26,6 +35,7 @@ INSTALLED_APPS = [
     "portal.outbox",
     "portal.checklists",
     "portal.apitokens",
+    "axes",  # login lockout; see the "Brute force" block below
 ]
 
 MIDDLEWARE = [
@@ -42,6 +52,8 @@ MIDDLEWARE = [
     "portal.provenance.ProvenanceMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out authentication into its response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -86,6 +98,48 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("PORTAL_LOG_LEVEL", "INFO")},
 }
 
+# --- Brute force (docs/security.md, "Web and transport defences") ---
+def _rate(raw: str) -> str:
+    parse_rate(raw)  # refuse a malformed rate at start, not at the first request
+    return raw
+
+
+# Addresses (or CIDRs) of reverse proxies whose X-Forwarded-For is believed
+# (portal/clientip.py); nobody else's is.
+PORTAL_TRUSTED_PROXIES = env_value(os.environ, "PORTAL_TRUSTED_PROXIES", (), parse_trusted)
+
+# django-axes: after AXES_FAILURE_LIMIT failed logins for one username, or from one client
+# address, every login for it (right password included) gets 429 until AXES_COOLOFF_TIME
+# has passed since the last failure. Web login and admin login alike.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_value(os.environ, "PORTAL_LOGIN_FAILURE_LIMIT", 5, partial(parse_int, low=1, high=1000))
+AXES_COOLOFF_TIME = timedelta(
+    seconds=env_value(os.environ, "PORTAL_LOGIN_COOLOFF", 900, partial(parse_int, low=1, high=7 * 86400)))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "portal.clientip.client_ip"
+AXES_USERNAME_CALLABLE = "portal.lockout.attempted_username"
+AXES_LOCKOUT_CALLABLE = "portal.lockout.lockout_response"
+# axes 8.3's admin action "clean up expired attempts" fails on every use (500): no axes
+# admin; unlock with `manage.py axes_reset` / `axes_reset_username <name>`.
+AXES_ENABLE_ADMIN = False
+
+# Rate-limit counters (portal/throttling.py): files shared by the portal's worker
+# processes on this host; one directory per checkout unless PORTAL_RATELIMIT_DIR says.
+_ratelimit_dir = os.environ.get("PORTAL_RATELIMIT_DIR", "").strip() or os.path.join(
+    tempfile.gettempdir(), "cloud-checklist-ratelimit-" + hashlib.sha256(str(BASE_DIR).encode()).hexdigest()[:12])
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "ratelimit": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": _ratelimit_dir,
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
+    },
+}
+
 # --- REST API (owned by the API module) ---
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -100,6 +154,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "portal.checklists.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # portal/throttling.py: which requests each rate counts, and how.
+    "DEFAULT_THROTTLE_RATES": {
+        "sync_token": env_value(os.environ, "PORTAL_RATE_SYNC_TOKEN", "60/min", _rate),
+        "api_token_create": env_value(os.environ, "PORTAL_RATE_TOKEN_CREATE", "20/h", _rate),
+        "api_token_failure": env_value(os.environ, "PORTAL_RATE_TOKEN_FAILURES", "20/10m", _rate),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Cloud Checklist API",

@@ -227,8 +227,10 @@ def test_login_with_hostile_values(alice, check):
             for path in ("/login/", "/admin/login/"):
                 r = _client().post(path, {"username": username, "password": password, "next": "/\x00"})
                 check(r, f"POST {path} {username!r}/{password!r}")
-    r = _client().post("/login/", {"username": "u" * 5000, "password": "x"})
-    check(r, "a 5000-character username")
+    for path in ("/login/", "/admin/login/"):
+        r = _client().post(path, {"username": "u" * 5000, "password": "x"}, HTTP_USER_AGENT="a" * 5000,
+                           HTTP_ACCEPT="b" * 5000)
+        check(r, f"{path}: a 5000-character username, user agent and Accept")
     check.assert_clean()
 
 
