@@ -12,16 +12,46 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
+from csp.constants import NONE, SELF
+
 from outbox_relay.envvalues import env_value, parse_int
+from portal.cspsources import connect_origins
 from portal.rates import parse_rate
 from stack.database import database_url, django_database
 from syncserver.peers import parse_trusted
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# The defaults are for development only: with DEBUG off, portal/deploychecks.py refuses them.
 SECRET_KEY = os.environ.get("PORTAL_SECRET_KEY", "dev-insecure-portal-secret-change-me")
 DEBUG = os.environ.get("PORTAL_DEBUG", "1") == "1"
+
+
+def _flag(raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ValueError(f"{raw!r} is not 0 or 1")
+    return raw == "1"
+
+
 ALLOWED_HOSTS = [h for h in os.environ.get("PORTAL_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+
+# --- HTTPS (docs/security.md, "Web and transport defences") ---
+# PORTAL_HTTPS=1: browsers reach the portal over TLS, terminated here or by a proxy in
+# front that sets X-Forwarded-Proto (and overwrites a client's). Cookies are then sent
+# over TLS only, browsers are told to use TLS for a year (HSTS) and plain HTTP is
+# redirected. On by default when DEBUG is off; `make run` (DEBUG on, plain HTTP) leaves
+# it off; compose.yaml asks for it explicitly.
+HTTPS = env_value(os.environ, "PORTAL_HTTPS", not DEBUG, _flag)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_HSTS_SECONDS = env_value(os.environ, "PORTAL_HSTS_SECONDS", 31_536_000 if HTTPS else 0,
+                                partial(parse_int, low=0, high=2 * 31_536_000))
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "portal.adminsite.PortalAdminConfig",  # django.contrib.admin with a hardened site
@@ -32,6 +62,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc as static files, not from a CDN
+    "csp",
     "portal.outbox",
     "portal.checklists",
     "portal.apitokens",
@@ -40,9 +72,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # serves collected static under gunicorn (compose.yaml)
     # Before anything reads a value into a query: see portal/inputguard.py.
     "portal.inputguard.RefuseUnstorableInput",
-    "whitenoise.middleware.WhiteNoiseMiddleware",  # serves collected static under gunicorn (compose.yaml)
+    "csp.middleware.CSPMiddleware",  # Content-Security-Policy on every response (below)
     "portal.cookies.SessionCookieSanitizer",  # before sessions: see portal/cookies.py
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -172,6 +205,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Live sync ---
@@ -179,3 +215,23 @@ SYNC_TOKEN_SECRET = os.environ.get("SYNC_TOKEN_SECRET", "dev-insecure-sync-secre
 SYNC_TOKEN_TTL = int(os.environ.get("SYNC_TOKEN_TTL", "300"))
 # The SockJS endpoint browsers connect to (the sync server), as the browser sees it.
 SYNC_PUBLIC_URL = os.environ.get("SYNC_PUBLIC_URL", "http://127.0.0.1:8001/sync")
+
+# --- Content-Security-Policy (django-csp 4: one dict per policy) ---
+# Scripts and styles only from this origin, as files: no inline script or style, no eval.
+# The live page connects to the sync server (SYNC_PUBLIC_URL) over WebSocket, XHR and
+# EventSource, all governed by connect-src: its http(s) and ws(s) origins are listed.
+# Redoc's page adds inline styles and a blob: worker for itself (portal/checklists/api/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF, *connect_origins(SYNC_PUBLIC_URL)],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from outbox_relay.envvalues import env_value, parse_int, parse_port
 from stack.database import url_problem
 from syncserver.origins import normalize_origin
+from syncserver.peers import Network, parse_trusted
 
 ALL_TRANSPORTS = ("websocket", "xhr", "xhr_streaming", "eventsource", "htmlfile", "jsonp")
 # htmlfile and jsonp execute server text as script in the page's origin: off unless asked for.
@@ -41,6 +42,10 @@ class Config:
     coalesce_ms: int = 1  # shortest window in which a busy topic's transactions share one message
     heartbeat_interval: float = 1.0
     database_url: str = ""
+    # Reverse proxies whose X-Forwarded-For names the peer (syncserver/peers.py); the
+    # session-to-peer binding of the polling transports uses that peer.
+    trusted_proxies: tuple[Network, ...] = ()
+    development: bool = False  # SYNC_DEVELOPMENT=1: the development token secret is accepted
 
 
 def _setting(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
@@ -106,9 +111,16 @@ def from_env(env: Mapping[str, str]) -> Config:
     if database_url and (problem := url_problem(database_url)):
         raise ConfigError(problem)
 
+    trusted_proxies = _setting(env, "SYNC_TRUSTED_PROXIES", d.trusted_proxies, parse_trusted)
+    development = _setting(env, "SYNC_DEVELOPMENT", d.development, _flag)
+    # Last, so a malformed setting is reported as itself first.
+    if secret == DEV_SECRET and not development:
+        raise ConfigError("SYNC_TOKEN_SECRET is the development default, with which anyone can mint tokens: "
+                          "set the secret the portal signs with, or SYNC_DEVELOPMENT=1 on a development machine")
+
     return Config(
         host=host, port=port, broker_url=broker_url, token_secret=secret, allowed_origins=origins,
-        disabled_transports=disabled,
+        disabled_transports=disabled, trusted_proxies=trusted_proxies, development=development,
         max_message_bytes=_int(env, "SYNC_MAX_MESSAGE_BYTES", d.max_message_bytes, 256, 16 * 1024 * 1024),
         max_subscriptions=_int(env, "SYNC_MAX_SUBSCRIPTIONS", d.max_subscriptions, 1, 100_000),
         recent_events=_int(env, "SYNC_RECENT_EVENTS", d.recent_events, 0, 1_000_000),
@@ -116,6 +128,12 @@ def from_env(env: Mapping[str, str]) -> Config:
         coalesce_ms=_int(env, "SYNC_COALESCE_MS", d.coalesce_ms, 0, 1000),
         database_url=database_url,
     )
+
+
+def _flag(raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ValueError(f"{raw!r} is not 0 or 1")
+    return raw == "1"
 
 
 def _check_transports(var: str, names: list[str]) -> None:

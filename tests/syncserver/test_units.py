@@ -14,7 +14,7 @@ from syncserver.hub import CatchUpResult, Hub, revoked_users
 from syncserver.origins import OriginPolicy, normalize_origin
 from syncserver.ratelimit import TokenBucket
 
-ENV = {"DATABASE_URL": "postgresql://x/y"}
+ENV = {"DATABASE_URL": "postgresql://x/y", "SYNC_DEVELOPMENT": "1"}
 
 
 # -- protocol ----------------------------------------------------------------------------
@@ -236,3 +236,21 @@ async def test_closed_connection_is_dropped_even_mid_catch_up():
     hub.remove_sink(s)
     cu.gate.set()
     assert await task == "ended" and s.got == []
+
+
+def test_the_development_token_secret_needs_the_development_flag():
+    prod = {"DATABASE_URL": "postgresql://x/y"}
+    for env in (prod, {**prod, "SYNC_TOKEN_SECRET": "dev-insecure-sync-secret"}, {**prod, "SYNC_DEVELOPMENT": "0"}):
+        with pytest.raises(ConfigError, match="SYNC_TOKEN_SECRET is the development default"):
+            from_env(env)
+    assert from_env({**prod, "SYNC_DEVELOPMENT": "1"}).development
+    assert from_env({**prod, "SYNC_TOKEN_SECRET": "a-real-secret"}).token_secret == "a-real-secret"
+    with pytest.raises(ConfigError, match="SYNC_DEVELOPMENT"):
+        from_env({**prod, "SYNC_DEVELOPMENT": "yes"})
+
+
+def test_trusted_proxies_setting():
+    assert from_env({**ENV, "SYNC_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7"}).trusted_proxies[1].num_addresses == 1
+    assert from_env(ENV).trusted_proxies == ()
+    with pytest.raises(ConfigError, match="SYNC_TRUSTED_PROXIES"):
+        from_env({**ENV, "SYNC_TRUSTED_PROXIES": "proxy.internal"})
