@@ -73,9 +73,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # serves collected static under gunicorn (compose.yaml)
+    "csp.middleware.CSPMiddleware",  # Content-Security-Policy on every response (below)
     # Before anything reads a value into a query: see portal/inputguard.py.
     "portal.inputguard.RefuseUnstorableInput",
-    "csp.middleware.CSPMiddleware",  # Content-Security-Policy on every response (below)
     "portal.cookies.SessionCookieSanitizer",  # before sessions: see portal/cookies.py
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
