@@ -5,6 +5,7 @@ login and the admin login alike; JSON for a script that asked for it.
 """
 from __future__ import annotations
 
+from axes.backends import AxesStandaloneBackend
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -32,3 +33,15 @@ def lockout_response(request: HttpRequest, original_response=None, credentials=N
         response = render(request, "too_many.html", {"message": message, "login": True}, status=429)
     response["Retry-After"] = seconds
     return response
+
+
+class LockoutBackend(AxesStandaloneBackend):
+    """django-axes' backend, for authentications that come with a request (every login
+    over HTTP: the web and admin login views pass it). A call without one (the test
+    client's login(), a management command) is not a remote guess: axes would raise,
+    this lets the next backend decide."""
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if request is None:
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)

@@ -145,7 +145,7 @@ PORTAL_TRUSTED_PROXIES = env_value(os.environ, "PORTAL_TRUSTED_PROXIES", (), par
 # address, every login for it (right password included) gets 429 until AXES_COOLOFF_TIME
 # has passed since the last failure. Web login and admin login alike.
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
+    "portal.lockout.LockoutBackend",  # django-axes' backend, for requests
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env_value(os.environ, "PORTAL_LOGIN_FAILURE_LIMIT", 5, partial(parse_int, low=1, high=1000))
