@@ -113,12 +113,8 @@ def from_env(env: Mapping[str, str]) -> Config:
 
     trusted_proxies = _setting(env, "SYNC_TRUSTED_PROXIES", d.trusted_proxies, parse_trusted)
     development = _setting(env, "SYNC_DEVELOPMENT", d.development, _flag)
-    # Last, so a malformed setting is reported as itself first.
-    if secret == DEV_SECRET and not development:
-        raise ConfigError("SYNC_TOKEN_SECRET is the development default, with which anyone can mint tokens: "
-                          "set the secret the portal signs with, or SYNC_DEVELOPMENT=1 on a development machine")
 
-    return Config(
+    config = Config(
         host=host, port=port, broker_url=broker_url, token_secret=secret, allowed_origins=origins,
         disabled_transports=disabled, trusted_proxies=trusted_proxies, development=development,
         max_message_bytes=_int(env, "SYNC_MAX_MESSAGE_BYTES", d.max_message_bytes, 256, 16 * 1024 * 1024),
@@ -128,6 +124,11 @@ def from_env(env: Mapping[str, str]) -> Config:
         coalesce_ms=_int(env, "SYNC_COALESCE_MS", d.coalesce_ms, 0, 1000),
         database_url=database_url,
     )
+    # Last, so a malformed setting is reported as itself first.
+    if secret == DEV_SECRET and not development:
+        raise ConfigError("SYNC_TOKEN_SECRET is the development default, with which anyone can mint tokens: "
+                          "set the secret the portal signs with, or SYNC_DEVELOPMENT=1 on a development machine")
+    return config
 
 
 def _flag(raw: str) -> bool:
