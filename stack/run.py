@@ -153,7 +153,10 @@ def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,
     if "syncserver" in services:
         specs.append(ServiceSpec(
             "syncserver", [python, "-m", MODULES["syncserver"]],
-            {**derived(SYNC_BROKER_URL=backend, SYNC_ALLOWED_ORIGINS=portal_origins),
+            {**derived(SYNC_BROKER_URL=backend, SYNC_ALLOWED_ORIGINS=portal_origins,
+                       # A development stack: the sync server accepts the development
+                       # token secret (it refuses it otherwise, see syncserver/config.py).
+                       SYNC_DEVELOPMENT="1"),
              **keyed(KeySet.sync_env),
              "SYNC_HOST": "127.0.0.1", "SYNC_PORT": str(ports.sync)},
             ready_line=READY_LINES["syncserver"], ready_port=ports.sync,

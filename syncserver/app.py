@@ -79,7 +79,8 @@ class SyncServer:
             "websocket_allow_origin": [],  # unused: check_origin is ours
             "heartbeat_delay": 25,
         }
-        self.router = PatchedRouter(SyncConnection, SOCKJS_PREFIX, settings, self.origin_policy, context=self)
+        self.router = PatchedRouter(SyncConnection, SOCKJS_PREFIX, settings, self.origin_policy, context=self,
+                                    trusted_proxies=self.config.trusted_proxies)
         routes = [
             (r"/healthz", HealthHandler, {"server": self}),
             (r"/metrics", MetricsHandler),

@@ -15,6 +15,7 @@ from outbox_relay.curve import ClientKeys
 from outbox_relay.envvalues import env_value, parse_int, parse_port
 from stack.database import url_problem
 from syncserver.origins import normalize_origin
+from syncserver.peers import Network, parse_trusted
 
 ALL_TRANSPORTS = ("websocket", "xhr", "xhr_streaming", "eventsource", "htmlfile", "jsonp")
 # htmlfile and jsonp execute server text as script in the page's origin: off unless asked for.
@@ -46,6 +47,10 @@ class Config:
     # Its CURVE key pair and the broker's public key: the broker admits only subscriber
     # keys on its backend. Required by from_env; there is no unauthenticated mode.
     curve: ClientKeys | None = None
+    # Reverse proxies whose X-Forwarded-For names the peer (syncserver/peers.py); the
+    # session-to-peer binding of the polling transports uses that peer.
+    trusted_proxies: tuple[Network, ...] = ()
+    development: bool = False  # SYNC_DEVELOPMENT=1: the development token secret is accepted
 
 
 def _setting(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
@@ -119,9 +124,12 @@ def from_env(env: Mapping[str, str]) -> Config:
     if database_url and (problem := url_problem(database_url)):
         raise ConfigError(problem)
 
-    return Config(
+    trusted_proxies = _setting(env, "SYNC_TRUSTED_PROXIES", d.trusted_proxies, parse_trusted)
+    development = _setting(env, "SYNC_DEVELOPMENT", d.development, _flag)
+
+    config = Config(
         host=host, port=port, broker_url=broker_url, token_secret=secret, allowed_origins=origins,
-        disabled_transports=disabled,
+        disabled_transports=disabled, trusted_proxies=trusted_proxies, development=development,
         max_message_bytes=_int(env, "SYNC_MAX_MESSAGE_BYTES", d.max_message_bytes, 256, 16 * 1024 * 1024),
         max_subscriptions=_int(env, "SYNC_MAX_SUBSCRIPTIONS", d.max_subscriptions, 1, 100_000),
         recent_events=_int(env, "SYNC_RECENT_EVENTS", d.recent_events, 0, 1_000_000),
@@ -130,6 +138,17 @@ def from_env(env: Mapping[str, str]) -> Config:
         database_url=database_url,
         curve=curve,
     )
+    # Last, so a malformed setting is reported as itself first.
+    if secret == DEV_SECRET and not development:
+        raise ConfigError("SYNC_TOKEN_SECRET is the development default, with which anyone can mint tokens: "
+                          "set the secret the portal signs with, or SYNC_DEVELOPMENT=1 on a development machine")
+    return config
+
+
+def _flag(raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ValueError(f"{raw!r} is not 0 or 1")
+    return raw == "1"
 
 
 def _check_transports(var: str, names: list[str]) -> None:

@@ -26,6 +26,14 @@ Security hardening on the same classes: the origin allowlist on every HTTP trans
 CORS preflight and WebSocket handshake; CORS headers only for an allowlisted Origin
 (never "*"); xhr_send only from the session's own IP and only with a JSON array; the
 iframe page (only needed by iframe-based fallbacks that bypass CORS) is not served.
+
+A session is bound to its peer: the address that opened it is the only one that may read
+it (xhr, xhr_streaming, eventsource: sockjs-tornado's verify_ip) or write it (xhr_send,
+ours). Behind a reverse proxy every request comes from the proxy, which made the binding
+meaningless (anyone behind the proxy could read and write anyone's session). So the peer
+is the request's client address as syncserver/peers.py finds it: X-Forwarded-For is
+believed only from SYNC_TRUSTED_PROXIES, and `request.remote_ip` is replaced by that
+address before any handler looks at it.
 """
 from __future__ import annotations
 
@@ -42,11 +50,20 @@ from sockjs.tornado.util import bytes_to_str
 from tornado.web import HTTPError
 
 from syncserver.origins import OriginPolicy
+from syncserver.peers import Network, client_address
 
 log = logging.getLogger(__name__)
 
 NO_CACHE = "no-store, no-cache, no-transform, must-revalidate, max-age=0"
 _TORNADO_DEFAULT_TYPE = "text/html; charset=UTF-8"
+
+
+def resolve_peer(handler) -> None:
+    """Replace request.remote_ip by the client behind trusted proxies (see the module doc)."""
+    request = handler.request
+    trusted = handler.server.trusted_proxies
+    if trusted:
+        request.remote_ip = client_address(request.remote_ip, request.headers.get_list("X-Forwarded-For"), trusted)
 
 
 class SecureHTTPMixin:
@@ -57,6 +74,7 @@ class SecureHTTPMixin:
     logged = False
 
     def prepare(self) -> None:
+        resolve_peer(self)
         origin = self.request.headers.get("Origin")
         if not self.server.origin_policy.allows(origin):
             log.info("refused %s %s from origin %r", self.request.method, self.request.path, origin)
@@ -86,6 +104,10 @@ class SecureHTTPMixin:
 
 
 class SecureWebSocketMixin:
+    def prepare(self) -> None:
+        resolve_peer(self)  # the peer in conn_info and logs, as for the HTTP transports
+        return super().prepare()
+
     def check_origin(self, origin: str) -> bool:
         # Tornado calls this only when the handshake carries an Origin header.
         return self.server.origin_policy.allows(origin)
@@ -331,8 +353,10 @@ class PatchedRouter(SockJSRouter):
     `disabled_transports` also drops the send handler of a disabled transport (upstream
     always routes jsonp_send)."""
 
-    def __init__(self, connection, prefix: str, settings: dict, origin_policy: OriginPolicy, context=None):
+    def __init__(self, connection, prefix: str, settings: dict, origin_policy: OriginPolicy, context=None,
+                 trusted_proxies: tuple[Network, ...] = ()):
         self.origin_policy = origin_policy
+        self.trusted_proxies = trusted_proxies
         self.context = context
         super().__init__(connection, prefix, settings)
         disabled = set(self.settings["disabled_transports"])

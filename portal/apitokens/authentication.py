@@ -1,7 +1,14 @@
-"""DRF authentication by API token: `Authorization: Token <key>` or `Bearer <key>`."""
+"""DRF authentication by API token: `Authorization: Token <key>` or `Bearer <key>`.
+
+Guessing is rate-limited per client address (portal.throttling.TokenFailureLimiter):
+every failed attempt counts, and a client over the limit gets 429 with Retry-After for
+any token, before its token is even looked up.
+"""
 from __future__ import annotations
 
 from rest_framework import authentication, exceptions
+
+from portal.throttling import TokenFailureLimiter
 
 from .services import authenticate_key
 
@@ -13,14 +20,21 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower().decode("latin-1") not in KEYWORDS:
             return None  # not ours: let the next class (session) try
+        limiter = TokenFailureLimiter()
+        wait = limiter.refused(request)
+        if wait is not None:
+            raise exceptions.Throttled(wait, detail="Too many failed token attempts from your address.")
         if len(header) != 2:
+            limiter.record_failure(request)
             raise exceptions.AuthenticationFailed("Invalid token header: expected 'Token <key>'.")
         try:
             key = header[1].decode("ascii")
         except UnicodeDecodeError:
+            limiter.record_failure(request)
             raise exceptions.AuthenticationFailed("Invalid token.") from None
         token = authenticate_key(key)
         if token is None:
+            limiter.record_failure(request)
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
         return token.user, token
 

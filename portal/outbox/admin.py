@@ -1,4 +1,11 @@
-"""The outbox in the Django admin: read-only browsing, the relay's status, and replay."""
+"""The outbox in the Django admin: read-only browsing, the relay's status, and replay.
+
+Payloads are for those with outbox.view_outbox_payload (superusers have every
+permission): the rows hold every checklist's item texts and who wrote them. Staff with
+only view_outboxevent see positions, topics, operations and status; payload columns,
+filters, search fields and detail fields are left out for them (search and filters too,
+since matching on a value discloses it).
+"""
 from __future__ import annotations
 
 import logging
@@ -14,6 +21,10 @@ from portal.outbox.models import OutboxEvent
 from stack.database import database_url, with_dbname
 
 log = logging.getLogger(__name__)
+
+
+PAYLOAD_PERMISSION = "view_outbox_payload"
+PAYLOAD_FIELDS = frozenset({"data", "changed", "actor", "request_id"})
 
 
 def _dsn() -> str:
@@ -46,6 +57,24 @@ class OutboxEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_payload_permission(self, request) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.{PAYLOAD_PERMISSION}")
+
+    def _without_payload(self, request, names):
+        return names if self.has_payload_permission(request) else [f for f in names if f not in PAYLOAD_FIELDS]
+
+    def get_list_display(self, request):
+        return self._without_payload(request, super().get_list_display(request))
+
+    def get_list_filter(self, request):
+        return self._without_payload(request, super().get_list_filter(request))
+
+    def get_search_fields(self, request):
+        return self._without_payload(request, super().get_search_fields(request))
+
+    def get_fields(self, request, obj=None):
+        return self._without_payload(request, super().get_fields(request, obj))
 
     def has_replay_permission(self, request) -> bool:
         return request.user.is_superuser

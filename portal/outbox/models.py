@@ -36,6 +36,9 @@ class OutboxEvent(models.Model):
         db_table = "outbox"
         ordering = ["-id"]
         verbose_name = "outbox event"
+        # Row contents (item texts, who wrote, request ids) of every checklist: more than
+        # view_outboxevent (positions, topics, status) grants. Superusers have it.
+        permissions = [("view_outbox_payload", "Can view outbox event payloads (data, changed, actor, request id)")]
 
     def __str__(self) -> str:
         return f"#{self.id} {self.op} {self.entity}:{self.entity_id} on {self.topic}"

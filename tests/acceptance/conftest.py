@@ -69,7 +69,7 @@ def acc_database_url():
 
 
 @pytest.fixture(scope="package")
-def stack(acc_database_url, artifacts):
+def stack(acc_database_url, artifacts, tmp_path_factory):
     """The running stack; its combined output goes to test-artifacts/acceptance/stack.log."""
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian chromium is not installed at /usr/bin/chromium")
@@ -83,6 +83,8 @@ def stack(acc_database_url, artifacts):
         # Short-lived sync tokens: every page renews its token over its open connection
         # several times during the suite (test_authority.py counts the renewals).
         "SYNC_TOKEN_TTL": str(SYNC_TOKEN_TTL),
+        # Rate-limit counters of this stack alone (not shared with a `make run` of this checkout).
+        "PORTAL_RATELIMIT_DIR": str(tmp_path_factory.mktemp("ratelimit")),
         **{name: "" for name in STACK_OVERRIDES if name in os.environ},
     }
     log = open(artifacts / "stack.log", "w", encoding="utf-8")

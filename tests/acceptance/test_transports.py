@@ -1,5 +1,7 @@
 """Every SockJS transport the sync server enables by default carries live updates, forced
-one at a time in the page with ?transports=<name> (checklist.js passes it to SyncClient)."""
+one at a time in the page with ?transports=<name> (checklist.js passes it to SyncClient),
+under the portal's Content-Security-Policy: the page runs with it and the browser reports
+no violation (a blocked script, style or connection would show here)."""
 from __future__ import annotations
 
 import re
@@ -27,9 +29,14 @@ def test_forced_transport_delivers_live_updates(transport, browsers, make_checkl
     cid = make_checklist(["First"])
     bob = browsers.page_for("bob")
     urls: list[str] = []
+    violations: list[str] = []
     bob.on("request", lambda request: urls.append(request.url))
     bob.on("websocket", lambda ws: urls.append(ws.url))
-    pages.open_checklist(bob, base_url, cid, f"?transports={transport}")
+    bob.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
+    response = bob.goto(f"{base_url}/checklists/{cid}/?transports={transport}")
+    csp = response.headers.get("content-security-policy", "")
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp, csp
+    pages.wait_status(bob, "live")
 
     item = api.add_item(cid, f"Sent over {transport}")
     pages.wait_all(db.items(cid), bob=bob)
@@ -46,3 +53,4 @@ def test_forced_transport_delivers_live_updates(transport, browsers, make_checkl
         if parts.netloc.endswith(sync_port) and match:
             used.add(match[1])
     assert used == TRANSPORTS[transport], f"forced {transport}, the page used {sorted(used)}"
+    assert violations == [], violations

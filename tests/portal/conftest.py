@@ -139,3 +139,18 @@ class CommittedOutbox:
 def committed_outbox(db_url) -> CommittedOutbox:
     """Like `outbox`, but through another connection: proves rows are committed."""
     return CommittedOutbox(db_url)
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Rate-limit counters (portal/throttling.py) live in a file cache that outlives a
+    test; each test starts with none."""
+    from django.conf import settings
+    from django.core.cache import caches
+
+    limits = caches["ratelimit"] if "ratelimit" in settings.CACHES else None
+    if limits is not None:
+        limits.clear()
+    yield
+    if limits is not None:
+        limits.clear()

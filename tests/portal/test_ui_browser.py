@@ -70,12 +70,12 @@ def db_texts(checklist) -> list[str]:
 
 def test_script_forms_update_page_and_database(browser, live_server, checklist, sync_url_nowhere):
     page, errors = open_page(browser, live_server, "bob", checklist)
-    page.wait_for_function("['reconnecting', 'offline'].includes(document.querySelector('#sync-status').textContent)")
+    page.wait_for_function("() => ['reconnecting', 'offline'].includes(document.querySelector('#sync-status').textContent)")
 
     # Add: the page shows the row from the JSON answer, with its version.
     page.fill("#add-item-form input[name=text]", "Eggs")
     page.press("#add-item-form input[name=text]", "Enter")
-    page.wait_for_function("document.querySelectorAll('#items li[data-item-id]').length === 3")
+    page.wait_for_function("() => document.querySelectorAll('#items li[data-item-id]').length === 3")
     assert dom_texts(page) == ["Milk", "Bread", "Eggs"] == db_texts(checklist)
     assert page.input_value("#add-item-form input[name=text]") == ""
     eggs = Item.objects.get(checklist=checklist, text="Eggs")
@@ -97,7 +97,7 @@ def test_script_forms_update_page_and_database(browser, live_server, checklist, 
 
     # Move up: a write of `position`, shown in the new order.
     page.click(f'{li} button[value="up"]')
-    page.wait_for_function("document.querySelector('#items li:nth-child(2) .item-text').textContent === 'Free-range eggs'")
+    page.wait_for_function("() => document.querySelector('#items li:nth-child(2) .item-text').textContent === 'Free-range eggs'")
     assert dom_texts(page) == ["Milk", "Free-range eggs", "Bread"] == db_texts(checklist)
 
     # Delete.
@@ -120,5 +120,5 @@ def test_viewer_page_is_read_only_in_the_browser(browser, live_server, checklist
     assert page.query_selector("#add-item-form") is None
     assert page.is_disabled("#items li .item-done")
     assert page.text_content("#checklist-title") == "Groceries"
-    page.wait_for_function("['reconnecting', 'offline'].includes(document.querySelector('#sync-status').textContent)")
+    page.wait_for_function("() => ['reconnecting', 'offline'].includes(document.querySelector('#sync-status').textContent)")
     assert errors == []

@@ -48,7 +48,8 @@ def read_env_names(*paths: str) -> set[str]:
     for path in paths:
         text = (ROOT / path).read_text()
         names |= set(re.findall(r"""(?:environ|env)(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]*)["']""", text))
-        names |= set(re.findall(r"""\(\s*env\s*,\s*["']([A-Z][A-Z0-9_]*)["']""", text))  # _int(env, "NAME", ...)
+        # _int(env, "NAME", ...), env_value(os.environ, "NAME", ...)
+        names |= set(re.findall(r"""\(\s*(?:env|os\.environ)\s*,\s*["']([A-Z][A-Z0-9_]*)["']""", text))
     return names
 
 
@@ -168,6 +169,21 @@ def test_shared_secret_and_public_addresses_agree():
     assert portal["SYNC_PUBLIC_URL"].endswith("/sync")
     assert portal["PORTAL_DEBUG"] == "0"
     assert sync["SYNC_ALLOWED_ORIGINS"].endswith(":" + SERVICES["portal"]["ports"][0].split(":")[0])
+
+
+REQUIRED_SECRETS = ("POSTGRES_PASSWORD", "PORTAL_SECRET_KEY", "SYNC_TOKEN_SECRET")
+
+
+def test_compose_refuses_to_start_without_its_secrets():
+    """Every use of a secret is ${NAME:?message}: compose stops with the message when it is
+    unset or empty, instead of starting with a default anyone can read in this file."""
+    text = (ROOT / "compose.yaml").read_text()
+    assert "change-me" not in text
+    for name in REQUIRED_SECRETS:
+        uses = re.findall(r"\$\{" + name + r"(:?[?-])?[^}]*\}", text)
+        assert uses, f"{name} is not used"
+        assert all(op == ":?" for op in uses), f"{name} has a default or may be empty: {uses}"
+    assert re.search(r"PORTAL_HTTPS: \$\{PORTAL_HTTPS:\?", text), "HTTPS must be chosen explicitly"
 
 
 def urlport(url: str) -> str:

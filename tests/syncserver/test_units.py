@@ -17,7 +17,7 @@ from syncserver.origins import OriginPolicy, normalize_origin
 from syncserver.ratelimit import TokenBucket
 
 KEYS = KeySet.generate()
-ENV = {"DATABASE_URL": "postgresql://x/y", **KEYS.sync_env()}
+ENV = {"DATABASE_URL": "postgresql://x/y", "SYNC_DEVELOPMENT": "1", **KEYS.sync_env()}
 
 
 # -- protocol ----------------------------------------------------------------------------
@@ -421,3 +421,21 @@ def test_the_spliced_browser_envelope_equals_the_re_encoded_one(actor, request_i
     event = decode(raw)
     assert _splice(raw, public_actor(actor)) is not None  # the fast path is taken
     assert json.loads(for_browsers(event).raw) == json.loads(browser_raw(event))
+
+
+def test_the_development_token_secret_needs_the_development_flag():
+    prod = {"DATABASE_URL": "postgresql://x/y", **KEYS.sync_env()}
+    for env in (prod, {**prod, "SYNC_TOKEN_SECRET": "dev-insecure-sync-secret"}, {**prod, "SYNC_DEVELOPMENT": "0"}):
+        with pytest.raises(ConfigError, match="SYNC_TOKEN_SECRET is the development default"):
+            from_env(env)
+    assert from_env({**prod, "SYNC_DEVELOPMENT": "1"}).development
+    assert from_env({**prod, "SYNC_TOKEN_SECRET": "a-real-secret"}).token_secret == "a-real-secret"
+    with pytest.raises(ConfigError, match="SYNC_DEVELOPMENT"):
+        from_env({**prod, "SYNC_DEVELOPMENT": "yes"})
+
+
+def test_trusted_proxies_setting():
+    assert from_env({**ENV, "SYNC_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7"}).trusted_proxies[1].num_addresses == 1
+    assert from_env(ENV).trusted_proxies == ()
+    with pytest.raises(ConfigError, match="SYNC_TRUSTED_PROXIES"):
+        from_env({**ENV, "SYNC_TRUSTED_PROXIES": "proxy.internal"})

@@ -22,6 +22,7 @@ from rest_framework.response import Response
 
 from portal import provenance
 from portal.apitokens.models import ApiToken
+from portal.throttling import SyncTokenThrottle
 from syncserver import tokens
 
 from .. import permissions
@@ -343,10 +344,12 @@ class MemberDetailView(AtomicView):
 
 class SyncTokenView(AtomicView):
     serializer_class = SyncTokenRequestSerializer
+    throttle_classes = [SyncTokenThrottle]
 
     @extend_schema(
         request=SyncTokenRequestSerializer,
-        responses={200: SyncTokenResponseSerializer, 403: OpenApiResponse(description="A topic you may not view.")},
+        responses={200: SyncTokenResponseSerializer, 403: OpenApiResponse(description="A topic you may not view."),
+                   429: OpenApiResponse(ErrorSerializer, description="Too many tokens requested; see Retry-After.")},
     )
     def post(self, request):
         """A short-lived token for the sync server, for topics you may view."""

@@ -23,7 +23,10 @@ from django.db.models import Count, Max, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from portal.throttling import TokenCreationThrottle, retry_after
 
 from .. import permissions
 from ..models import Checklist, Item, Membership
@@ -373,6 +376,9 @@ def tokens(request: HttpRequest) -> HttpResponse:
         form = forms.TokenForm(request.POST)
         if not form.is_valid():
             return _fail(request, here, _form_error(form))
+        throttle = TokenCreationThrottle()
+        if not throttle.allow_request(request, None):
+            return _too_many(request, throttle.wait(), "You created too many API tokens recently.")
         with transaction.atomic():
             token, plaintext = apitokens.create_token(request.user, form.cleaned_data["name"])
         # Shown once, on the page the redirect lands on, then forgotten.
@@ -380,7 +386,24 @@ def tokens(request: HttpRequest) -> HttpResponse:
         return redirect(here)
     new_token = request.session.pop(_PLAINTEXT_KEY, None)
     context = {"tokens": list(apitokens.active_tokens(request.user)), "form": form, "new_token": new_token}
-    return render(request, "checklists/tokens.html", context)
+    response = render(request, "checklists/tokens.html", context)
+    if new_token is not None:
+        # A secret on the page: no cache (browser, proxy, back button) may keep a copy.
+        add_never_cache_headers(response)
+        response["Cache-Control"] = "no-store, private, max-age=0"
+    return response
+
+
+def _too_many(request: HttpRequest, wait: float | None, message: str) -> HttpResponse:
+    """429 with Retry-After: a page, or JSON for the page's script."""
+    seconds = retry_after(wait)
+    text = f"{message} Try again in {seconds} seconds."
+    if _wants_json(request):
+        response = JsonResponse({"ok": False, "error": text}, status=429)
+    else:
+        response = render(request, "too_many.html", {"message": text}, status=429)
+    response["Retry-After"] = seconds
+    return response
 
 
 @login_required
