@@ -11,7 +11,6 @@ changes one of these objects behind the files' back.
 from __future__ import annotations
 
 import re
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -22,7 +21,6 @@ from django.db.migrations.operations.special import SeparateDatabaseAndState
 from psycopg import sql
 
 from portal.outbox.sqlfiles import SCHEMA_FILE, SQL_DIR, RunSQLFile
-from stack.database import with_dbname
 
 APP_SCHEMA_FILE = Path(__file__).resolve().parents[2] / "portal" / "checklists" / "sql" / "schema.sql"
 # The app tables the app's schema file attaches triggers to (Django creates the tables).
@@ -79,22 +77,9 @@ def stand_in_ddl(conn: psycopg.Connection, table: str) -> sql.Composed:
     )
 
 
-@pytest.fixture
-def scratch_url(db_url):
-    name = f"h_schema_{uuid.uuid4().hex[:12]}"
-    admin_url = with_dbname(db_url, "postgres")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield with_dbname(db_url, name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 @pytest.mark.django_db(transaction=True)
-def test_migrating_yields_exactly_the_schema_files(db_url, scratch_url):
-    with psycopg.connect(db_url, autocommit=True) as migrated, psycopg.connect(scratch_url, autocommit=True) as scratch:
+def test_migrating_yields_exactly_the_schema_files(db_url, scratch_db):
+    with psycopg.connect(db_url, autocommit=True) as migrated, psycopg.connect(scratch_db, autocommit=True) as scratch:
         scratch.execute(SCHEMA_FILE.read_text())
         for table in APP_TABLES:
             scratch.execute(stand_in_ddl(migrated, table))
