@@ -44,7 +44,7 @@ async def keep_sending(url: str, frames: list[bytes], seconds: float = 1.5) -> N
 
 
 async def test_a_forged_event_never_reaches_a_client_and_the_real_commit_does(db_url):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
         c = await WebSocketClient(stack.base, raw=True, origin=ORIGIN).connect()
         try:
@@ -61,7 +61,7 @@ async def test_a_forged_event_never_reaches_a_client_and_the_real_commit_does(db
 
 
 async def test_a_forged_heartbeat_ahead_neither_skips_commits_nor_fools_healthz(db_url):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
         c = await WebSocketClient(stack.base, raw=True, origin=ORIGIN).connect()
         http = AsyncHTTPClient(force_instance=True)
@@ -93,7 +93,7 @@ async def test_a_forged_heartbeat_ahead_neither_skips_commits_nor_fools_healthz(
 
 async def test_a_lying_heartbeat_with_a_relay_key_is_counted_in_metrics_not_acted_on(db_url):
     """Defence in depth, past CURVE: a publisher key in the wrong hands."""
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
         c = await WebSocketClient(stack.base, raw=True, origin=ORIGIN).connect()
         http = AsyncHTTPClient(force_instance=True)
