@@ -11,6 +11,8 @@ import zmq
 import zmq.asyncio
 from tornado.httpclient import AsyncHTTPClient
 
+from syncserver.redaction import for_browsers
+
 from tests.syncserver.client import WebSocketClient
 from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
 
@@ -43,6 +45,11 @@ async def keep_sending(url: str, frames: list[bytes], seconds: float = 1.5) -> N
         sock.close(0)
 
 
+def seen_by_browsers(event) -> dict:
+    """The envelope a browser receives for a relay's event (syncserver/redaction.py)."""
+    return json.loads(for_browsers(event).raw)
+
+
 async def test_a_forged_event_never_reaches_a_client_and_the_real_commit_does(db_url):
     topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
@@ -54,7 +61,7 @@ async def test_a_forged_event_never_reaches_a_client_and_the_real_commit_does(db
             await keep_sending(stack.frontend, forged_event(await stack.relay.last_pos() + 1, topic, 1))
             real = await stack.relay.commit(topic, [{"id": 1, "data": {"text": "real"}}])
             got = (await c.recv_type("events"))["events"]
-            assert got == [json.loads(real[0].raw)], f"the client got {got}"
+            assert got == [seen_by_browsers(real[0])], f"the client got {got}"
             assert await c.quiet(0.3) == []
         finally:
             await c.close()
@@ -85,7 +92,7 @@ async def test_a_forged_heartbeat_ahead_neither_skips_commits_nor_fools_healthz(
                     got += (await c.recv_type("events", timeout=5))["events"]
             except asyncio.TimeoutError:
                 pass
-            assert got == [json.loads(e.raw) for e in real], f"the client got {got}"
+            assert got == [seen_by_browsers(e) for e in real], f"the client got {got}"
         finally:
             http.close()
             await c.close()
@@ -116,7 +123,7 @@ async def test_a_lying_heartbeat_with_a_relay_key_is_counted_in_metrics_not_acte
             got = []
             while len(got) < 3:
                 got += (await c.recv_type("events", timeout=5))["events"]
-            assert got == [json.loads(e.raw) for e in real]
+            assert got == [seen_by_browsers(e) for e in real]
             metrics = (await http.fetch(f"{stack.base}/metrics")).body.decode()
             counted = [line for line in metrics.splitlines()
                        if line.startswith('outbox_subscriber_unfounded_claims_total{kind="heartbeat"}')]
