@@ -12,7 +12,6 @@ import zmq.asyncio
 from tornado.httpclient import AsyncHTTPClient
 
 from syncserver.redaction import for_browsers
-
 from tests.syncserver.client import WebSocketClient
 from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
 
