@@ -11,6 +11,7 @@ import zmq
 import zmq.asyncio
 from tornado.httpclient import AsyncHTTPClient
 
+from syncserver.redaction import for_browsers
 from tests.syncserver.client import WebSocketClient
 from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
 
@@ -43,8 +44,13 @@ async def keep_sending(url: str, frames: list[bytes], seconds: float = 1.5) -> N
         sock.close(0)
 
 
+def seen_by_browsers(event) -> dict:
+    """The envelope a browser receives for a relay's event (syncserver/redaction.py)."""
+    return json.loads(for_browsers(event).raw)
+
+
 async def test_a_forged_event_never_reaches_a_client_and_the_real_commit_does(db_url):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
         c = await WebSocketClient(stack.base, raw=True, origin=ORIGIN).connect()
         try:
@@ -54,14 +60,14 @@ async def test_a_forged_event_never_reaches_a_client_and_the_real_commit_does(db
             await keep_sending(stack.frontend, forged_event(await stack.relay.last_pos() + 1, topic, 1))
             real = await stack.relay.commit(topic, [{"id": 1, "data": {"text": "real"}}])
             got = (await c.recv_type("events"))["events"]
-            assert got == [json.loads(real[0].raw)], f"the client got {got}"
+            assert got == [seen_by_browsers(real[0])], f"the client got {got}"
             assert await c.quiet(0.3) == []
         finally:
             await c.close()
 
 
 async def test_a_forged_heartbeat_ahead_neither_skips_commits_nor_fools_healthz(db_url):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
         c = await WebSocketClient(stack.base, raw=True, origin=ORIGIN).connect()
         http = AsyncHTTPClient(force_instance=True)
@@ -85,7 +91,7 @@ async def test_a_forged_heartbeat_ahead_neither_skips_commits_nor_fools_healthz(
                     got += (await c.recv_type("events", timeout=5))["events"]
             except asyncio.TimeoutError:
                 pass
-            assert got == [json.loads(e.raw) for e in real], f"the client got {got}"
+            assert got == [seen_by_browsers(e) for e in real], f"the client got {got}"
         finally:
             http.close()
             await c.close()
@@ -93,7 +99,7 @@ async def test_a_forged_heartbeat_ahead_neither_skips_commits_nor_fools_healthz(
 
 async def test_a_lying_heartbeat_with_a_relay_key_is_counted_in_metrics_not_acted_on(db_url):
     """Defence in depth, past CURVE: a publisher key in the wrong hands."""
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
         c = await WebSocketClient(stack.base, raw=True, origin=ORIGIN).connect()
         http = AsyncHTTPClient(force_instance=True)
@@ -116,7 +122,7 @@ async def test_a_lying_heartbeat_with_a_relay_key_is_counted_in_metrics_not_acte
             got = []
             while len(got) < 3:
                 got += (await c.recv_type("events", timeout=5))["events"]
-            assert got == [json.loads(e.raw) for e in real]
+            assert got == [seen_by_browsers(e) for e in real]
             metrics = (await http.fetch(f"{stack.base}/metrics")).body.decode()
             counted = [line for line in metrics.splitlines()
                        if line.startswith('outbox_subscriber_unfounded_claims_total{kind="heartbeat"}')]

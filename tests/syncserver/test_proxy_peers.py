@@ -90,7 +90,7 @@ async def assert_cannot_touch(intruder: Peer, victim: Peer, stack, topic: str) -
 
 
 async def test_without_a_proxy_another_address_can_neither_read_nor_write_a_session(db_url):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
         path = session_path()
         victim, intruder = Peer(stack.base, path), Peer(stack.base, path, source=STRANGER)
@@ -105,7 +105,7 @@ async def test_without_a_proxy_another_address_can_neither_read_nor_write_a_sess
 async def test_behind_a_trusted_proxy_another_client_can_neither_read_nor_write_a_session(db_url):
     """Before SYNC_TRUSTED_PROXIES, both came from the proxy's address: mallory, behind the
     same proxy as the victim, read the victim's events and wrote into the session."""
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url, trusted_proxies=parse_trusted(PROXY)) as stack:
         path = session_path()
         victim = Peer(stack.base, path, source=PROXY, xff=VICTIM)
@@ -119,7 +119,7 @@ async def test_behind_a_trusted_proxy_another_client_can_neither_read_nor_write_
 
 
 async def test_an_untrusted_peer_cannot_claim_another_address(db_url):
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url, trusted_proxies=parse_trusted(PROXY)) as stack:
         path = session_path()
         victim = Peer(stack.base, path, source=PROXY, xff=VICTIM)
@@ -135,7 +135,7 @@ async def test_an_untrusted_peer_cannot_claim_another_address(db_url):
 async def test_a_client_reaching_the_server_through_several_proxies_keeps_its_session(db_url):
     """Consecutive polls of one client through two proxy instances: one peer, not two (before,
     the second proxy's address differed and the session refused its own client)."""
-    topic = new_topic()
+    topic = new_topic(db_url)
     async with sync_stack(db_url, trusted_proxies=parse_trusted(f"{PROXY},{PROXY_2}")) as stack:
         path = session_path()
         first, second = Peer(stack.base, path, source=PROXY, xff=VICTIM), Peer(stack.base, path, source=PROXY_2,
