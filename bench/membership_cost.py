@@ -1,6 +1,6 @@
 """What the sync authority's bookkeeping costs a membership write, in CPU instructions: a
 single-row INSERT into checklists_membership with the sync_membership_start triggers
-(portal/checklists/sql/0002_sync_grants.sql) and with them switched off. Item and
+(portal/checklists/sql/schema.sql) and with them switched off. Item and
 checklist writes do not fire them (bench.writer_cost measures those).
 
     .venv/bin/python -m bench.membership_cost [--inserts 500]

@@ -10,7 +10,7 @@ tables, with the columns of the benchmark's tracked table, before running DDL.
 
 DDL = """
 CREATE TABLE ref_outbox (LIKE outbox INCLUDING ALL);
--- Our id and txid defaults ring our doorbell (migrations/0008, 0009); the reference has none.
+-- Our id and txid defaults ring our doorbell (migrations/schema.sql); the reference has none.
 ALTER TABLE ref_outbox ALTER COLUMN id SET DEFAULT nextval('outbox_id_seq');
 ALTER TABLE ref_outbox ALTER COLUMN txid SET DEFAULT pg_current_xact_id();
 CREATE FUNCTION ref_capture() RETURNS trigger LANGUAGE plpgsql AS $$

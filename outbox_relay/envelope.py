@@ -1,7 +1,7 @@
 """The wire envelope: what one outbox event looks like on ZeroMQ (pure: no I/O).
 
 A message is multipart [topic bytes, envelope bytes]. The relay builds envelopes in
-PostgreSQL (outbox_envelope() in migrations/0002_relay.sql, the fastest path); encode()
+PostgreSQL (outbox_envelope() in migrations/schema.sql, the fastest path); encode()
 here builds the same JSON from a row in Python, for tests and tools. decode() accepts
 either, and keeps the exact bytes in Event.raw so consumers forward without re-encoding.
 """

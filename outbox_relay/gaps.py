@@ -15,7 +15,7 @@ claims a position ahead of what was delivered is hearsay, and only the outbox de
   as usual.
 * A position is skipped only when the outbox proves it is gone: it is missing and at or
   below `pruned_pos`, the retention watermark every deletion from the outbox raises
-  (migrations/0010_retention_watermark.sql). A hole above the watermark is never jumped:
+  (outbox_raise_watermark in migrations/schema.sql). A hole above the watermark is never jumped:
   delivery stops before it and the next catch-up tries again.
 * A flood of unfounded claims costs at most one outbox read per `recheck_after` seconds:
   after a claim was found unfounded (or a read found a hole it could not explain), further

@@ -1,7 +1,7 @@
 """The doorbell: LISTEN outbox on a dedicated autocommit connection, and arm/disarm.
 
 Writers NOTIFY only while the doorbell is armed (once per transaction, at its first outbox
-row: migrations/0003 and 0008), because NOTIFY serializes commits. The relay disarms when
+row: migrations/schema.sql), because NOTIFY serializes commits. The relay disarms when
 it finds work (inside the claim), drains, arms, then drains once more. A writer that read
 "disarmed" was in progress when the relay armed: the relay notes those transactions and,
 while it sleeps, drains again each time some of them have ended (relay.Relay._sleep), so one
@@ -16,7 +16,7 @@ import psycopg
 
 log = logging.getLogger(__name__)
 
-# Asynchronous commits (migrations/0004_relay_speed.sql): the flag is only a hint, polling
+# Asynchronous commits (migrations/schema.sql): the flag is only a hint, polling
 # is the safety net, so arming must not cost an fsync. The relay normally disarms inside its
 # claim (outbox_claim(..., p_disarm => true)), which commits durably anyway.
 DISARM_SQL = "SELECT outbox_set_doorbell(false)"

@@ -256,8 +256,8 @@ class PruneResult:
 # One step of prune's walk along the pos index: the next `chunk` published rows after
 # pos `after`, and those of them sequenced before the cutoff deleted (unless a dry run).
 # Rows are sequenced in pos order, so sequenced_at grows with pos: the walk ends at the
-# first younger row. There is no index on sequenced_at (migrations/0005_drain_index.sql:
-# the claim would pay for it on every row). Never beyond published_pos: never an
+# first younger row. There is no index on sequenced_at: the claim would pay for it on
+# every row. Never beyond published_pos: never an
 # unpublished row.
 PRUNE_STEP = """
 WITH walk AS (

@@ -1,8 +1,8 @@
 """The claim: one round trip sequences, encodes and returns a batch.
 
-outbox_claim() is in migrations/0002_relay.sql, made cheaper in 0004_relay_speed.sql: an
-empty claim costs no fsync, the envelope is concatenated, and the claim can disarm the
-doorbell in its own transaction. Rows come back as plain tuples (pos, topic, envelope,
+outbox_claim() is in migrations/schema.sql: it sequences a batch in commit order, an
+empty claim costs no fsync, and a claim with work disarms the doorbell in its own
+transaction. Rows come back as plain tuples (pos, topic, envelope,
 created_at, error): building an object per row cost more than publishing it.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ async def unpublished(conn: psycopg.AsyncConnection, after: int, upto: int, limi
 
 async def record_published(conn: psycopg.AsyncConnection, pos: int) -> int:
     """Record pos as published; returns the recorded published_pos (it may be higher)."""
-    # Asynchronous commit (see 0004_relay_speed.sql): a hint, it must not cost an fsync
+    # Asynchronous commit (outbox_record_published): a hint, it must not cost an fsync
     # on the connection that claims.
     cur = await conn.execute(RECORD_SQL, (pos,), prepare=True)
     row = await cur.fetchone()

@@ -2,7 +2,7 @@
 
 The token proves who the user is and bounds the topics; the database decides, at every
 subscribe and resume, through the portal's SQL function sync_grants() (domain rules stay
-with the portal: portal/checklists/sql/0002_sync_grants.sql). This module only asks.
+with the portal: portal/checklists/sql/schema.sql). This module only asks.
 
 Thousands of clients re-subscribe at once after a restart, so checks are batched: every
 check asked for while the loop runs one iteration goes into one query (unnest + LATERAL

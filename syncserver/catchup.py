@@ -1,7 +1,7 @@
 """Catch-up reads: the events of one topic after a tpos, straight from the outbox.
 
 Async psycopg pool, so a slow query never blocks the event loop. Envelopes are built
-by the relay's own SQL function outbox_envelope() (migrations/0002_relay.sql), then
+by the relay's own SQL function outbox_envelope() (migrations/schema.sql), then
 redacted for browsers as live events are (syncserver/redaction.py), so a recovered
 event is byte-for-byte the one a live subscriber got.
 """

@@ -4,9 +4,11 @@ test that uses the database."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from stack.database import database_url, with_dbname
 from tests.support.processes import Daemon
@@ -26,6 +28,20 @@ def db_url(transactional_db, django_db_blocker) -> str:
     them commit for real and Django flushes the tables afterwards.
     """
     return _test_database_url()
+
+
+@pytest.fixture
+def scratch_db() -> str:
+    """The URL of an empty database of its own on the test server, dropped afterwards."""
+    name = f"scratch_{uuid.uuid4().hex[:12]}"
+    admin_url = with_dbname(database_url(), "postgres")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield with_dbname(database_url(), name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

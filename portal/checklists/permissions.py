@@ -3,7 +3,7 @@
 The UI, the REST API and the sync-token endpoint all ask these functions. The sync
 server has no copy of the rules: it verifies tokens the portal signed after asking
 here, and at every subscribe asks the database through sync_grants(), this module's
-can_watch() in SQL (portal/checklists/sql/0002_sync_grants.sql;
+can_watch() in SQL (portal/checklists/sql/schema.sql;
 tests/portal/test_sync_grants.py proves the two agree).
 """
 from __future__ import annotations

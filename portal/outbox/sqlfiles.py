@@ -1,8 +1,9 @@
-"""Django migrations that apply the plain SQL files in the top-level migrations/ folder.
+"""Django migrations that apply plain SQL files: migrations/NNNN_name.sql for the outbox,
+portal/checklists/sql/NNNN_name.sql for the checklists app.
 
-The .sql files are the one source of truth for the outbox schema and the capture
-triggers; a Django migration only says which file to run, so `manage.py migrate`
-sets up everything.
+migrations/schema.sql (and portal/checklists/sql/schema.sql) show each schema as it stands;
+the numbered files are the steps that reach it, and a Django migration only says which file
+to run, so `manage.py migrate` sets up everything.
 """
 from pathlib import Path
 
@@ -11,8 +12,25 @@ from django.db import migrations
 SQL_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 
 
-def sql_files() -> list[Path]:
-    return sorted(SQL_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+SCHEMA_FILE = SQL_DIR / "schema.sql"
+
+
+class PreSquashDatabase(RuntimeError):
+    """The database holds the outbox of the unreleased history before the squash."""
+
+
+def refuse_pre_squash_database(apps, schema_editor) -> None:
+    """The squashed baseline creates the outbox; a database that has one already was built by
+    the unreleased migration history before it (outbox 0001_outbox..0011). Nothing moves it
+    forward: it must be made again, which this says in one line instead of failing on
+    CREATE TABLE."""
+    with schema_editor.connection.cursor() as cur:
+        cur.execute("SELECT to_regclass('outbox') IS NOT NULL")
+        if cur.fetchone()[0]:
+            raise PreSquashDatabase(
+                "this database was built by the outbox migrations from before they were squashed (never"
+                " released); make it again: drop the database DATABASE_URL names, or without DATABASE_URL"
+                " run `make stop-db && rm -rf .pgdata`")
 
 
 def read_sql(name: str) -> str:

@@ -112,7 +112,7 @@ def test_claim_cost_claims_each_side_as_its_relay_does():
 
     here = claim_cost.side(None)
     assert here["session_sql"] == relay.GENERIC_PLANS_SQL
-    assert "0006_claim_in_place.sql" in here["migrations"]
+    assert "0001_baseline.sql" in here["migrations"]
     assert list(here["migrations"]) == sorted(here["migrations"])
     head = claim_cost.side("HEAD")
-    assert head["name"] == "HEAD" and "0001_outbox.sql" in head["migrations"]
+    assert head["name"] == "HEAD" and "0001_baseline.sql" in head["migrations"]

@@ -1,8 +1,8 @@
-"""The doorbell as writers ring it since migrations/0003_lean_capture.sql: the capture trigger
-and outbox_emit NOTIFY outbox themselves, once per transaction, only while the doorbell is
-armed, only if the transaction commits something; raw INSERTs (and COPY) into outbox ring
-too, through the defaults of id and txid (migrations/0008, 0009): any that leaves out either. A real LISTEN connection observes
-each case."""
+"""The doorbell as writers ring it (migrations/schema.sql): the capture trigger and
+outbox_emit NOTIFY outbox themselves, once per transaction, only while the doorbell is armed,
+only if the transaction commits something; raw INSERTs (and COPY) into outbox ring too,
+through the defaults of id and txid: any that leaves out either. A real LISTEN connection
+observes each case."""
 from __future__ import annotations
 
 import psycopg
@@ -86,7 +86,7 @@ def test_emit_and_raw_insert_ring(db_url, doorbell):
 
 def test_a_raw_insert_that_passes_its_own_txid_rings(db_url, doorbell):
     """Capture and outbox_emit pass txid themselves; so may a hand-written INSERT. It rings
-    all the same, through id's default (migrations/0009)."""
+    all the same, through id's default."""
     listener, _ = doorbell
     write(db_url, "INSERT INTO outbox (txid, topic, entity, entity_id, op, data)"
                   " VALUES (pg_current_xact_id(), 't:1', 'ping', '', 'event', '{}')")

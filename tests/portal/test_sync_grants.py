@@ -1,4 +1,4 @@
-"""sync_grants(): the sync server's authority, in SQL (portal/checklists/sql/0002_sync_grants.sql).
+"""sync_grants(): the sync server's authority, in SQL (portal/checklists/sql/schema.sql).
 
 Who: it must agree with the portal's Python rule (permissions.can_watch) on any
 memberships and any topics, odd ones included (a Hypothesis property against that

@@ -1,5 +1,5 @@
 """The claim's plans, as the relay makes them (once per session, generic), stay linear in
-the batch whatever statistics the outbox had when they were made (migrations/0007, 0009).
+the batch whatever statistics the outbox had when they were made (see outbox_claim in migrations/schema.sql).
 
 The plans are read with auto_explain (EXPLAIN ANALYZE of every statement the claim runs,
 sent to this client as JSON notices): counting work, not timing it. Planned on an empty

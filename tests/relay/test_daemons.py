@@ -137,7 +137,7 @@ def test_leader_connection_terminated_it_stops_and_recovers(stack, collectors):
 
 
 def _set_silent_writers(db_url: str, silent: bool) -> None:
-    """Writers ring from outbox_emit and the capture trigger (migrations/0003), raw INSERTs
+    """Writers ring from outbox_emit and the capture trigger (migrations/schema.sql), raw INSERTs
     through txid's default (0008); none of them rings in a session whose outbox.rung is
     already 'yes'."""
     with psycopg.connect(db_url, autocommit=True) as conn:

@@ -1,4 +1,4 @@
-"""The claim (outbox_claim in migrations/0002_relay.sql) against real PostgreSQL."""
+"""The claim (outbox_claim in migrations/schema.sql) against real PostgreSQL."""
 import json
 import random
 import threading
@@ -123,7 +123,7 @@ def test_positions_gapless_and_unique_under_concurrent_writers_and_claimers(db_u
                 last = txid
 
 
-# ---- migrations/0004_relay_speed.sql: cheaper envelope, fsync-free empty claims, doorbell in the claim
+# ---- the envelope, fsync-free empty claims, the doorbell in the claim
 
 def test_sql_envelope_is_the_python_envelope_for_awkward_values(db_url):
     from outbox_relay.envelope import decode, encode

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.request
 
+import psycopg
 import pytest
 
 from stack import run
@@ -252,6 +253,24 @@ def test_an_unreachable_database_is_reported_before_anything_starts():
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("make run: PostgreSQL is not reachable at postgresql://postgres@127.0.0.1:")
     assert "started" not in result.stdout
+
+
+def test_a_database_from_before_the_squash_is_refused_in_one_line(scratch_db):
+    """A database migrated by the unreleased history before migrations/0001_baseline.sql
+    cannot move forward: make run says so and how to make it again, before anything starts;
+    manage.py migrate refuses too, instead of failing on CREATE TABLE outbox."""
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE django_migrations (id serial, app text, name text, applied timestamptz)")
+        conn.execute("INSERT INTO django_migrations (app, name, applied) VALUES ('outbox', '0001_outbox', now())")
+        conn.execute("CREATE TABLE outbox (id bigint)")
+    result = run_to_exit(stack_env(scratch_db))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "from before they were squashed" in lines[0] and "drop and create it" in lines[0]
+    assert "started" not in result.stdout
+    migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, capture_output=True,
+                             text=True, env={**os.environ, "DATABASE_URL": scratch_db}, timeout=120)
+    assert migrate.returncode != 0 and "from before they were squashed" in migrate.stderr
 
 
 def test_a_bad_setting_exits_2_with_one_line():

@@ -1,14 +1,13 @@
+from pathlib import Path
+
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
-# Capture: every tracked table gets the version and capture triggers of
-# migrations/0001_outbox.sql; all three publish on the topic checklist:<id>.
-TRACK = """
-SELECT outbox_track('checklists_checklist', 'checklist', 'id', 'checklist');
-SELECT outbox_track('checklists_membership', 'membership', 'checklist_id', 'checklist');
-SELECT outbox_track('checklists_item', 'item', 'checklist_id', 'checklist');
-"""
+from portal.outbox.sqlfiles import RunSQLFile
+
+# The app's SQL (capture of its tables, the sync server's authority): portal/checklists/sql/.
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 
 class Migration(migrations.Migration):
@@ -16,7 +15,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-        ("outbox", "0001_outbox"),
+        ("outbox", "0001_baseline"),
     ]
 
     operations = [
@@ -58,5 +57,5 @@ class Migration(migrations.Migration):
             model_name="membership",
             constraint=models.UniqueConstraint(fields=("checklist", "user"), name="one_membership_per_user"),
         ),
-        migrations.RunSQL(TRACK, reverse_sql=migrations.RunSQL.noop),
+        RunSQLFile("0001_baseline.sql", directory=SQL_DIR),
     ]

@@ -1,7 +1,29 @@
--- Who may watch a checklist's topic now, and from which topic position: the sync server's
--- authority (issue 14). The sync server keeps no domain rules; at every subscribe and
--- resume it asks sync_grants() about the user's *current* membership. This is the SQL
--- twin of portal/checklists/permissions.py can_view() (a member of checklist N may watch
+-- What the Cloud Checklist app adds to the database, as it stands: which of its tables the
+-- outbox captures, and who may watch which topic. The source of truth for this part, as
+-- migrations/schema.sql is for the outbox. The checklists app's Django migrations apply
+-- portal/checklists/sql/NNNN_name.sql files (0001_baseline.sql is this file as it stood when
+-- the history was squashed); tests/portal/test_schema_sql.py proves that migrating yields
+-- exactly this.
+
+
+-- =========================================================================================
+-- Capture
+-- =========================================================================================
+
+-- All three tables publish on checklist:<id>: a viewer of a list watches the list, its
+-- items and its members as one stream.
+SELECT outbox_track('checklists_checklist', 'checklist', 'id', 'checklist');
+SELECT outbox_track('checklists_membership', 'membership', 'checklist_id', 'checklist');
+SELECT outbox_track('checklists_item', 'item', 'checklist_id', 'checklist');
+
+
+-- =========================================================================================
+-- Authority: who may watch checklist:N now, and from which position
+-- =========================================================================================
+--
+-- The sync server keeps no domain rules: at every subscribe and resume it asks
+-- sync_grants() about the user's *current* membership. This is the SQL twin of
+-- portal/checklists/permissions.py can_watch() (a member of checklist N may watch
 -- "checklist:N"); tests/portal/test_sync_grants.py proves the two agree.
 --
 -- The history floor. A member may resume only from where his membership began: just before
@@ -10,12 +32,10 @@
 -- everything it wrote is in the state that membership first saw (a list created with its
 -- owner: the owner sees the list's own insert). Its events on a topic have consecutive
 -- tpos (the relay never splits a transaction), so the floor is the last tpos before the
--- membership's event that another transaction wrote (0 if none). Finding that
--- event by searching the outbox would need an index every writer pays for (a partial
--- index on membership inserts cost each single-row item insert +12.5k CPU instructions,
--- +3.5%: bench.writer_cost), so instead the membership's own writes record which outbox
--- row it was: sync_membership_start, kept by a trigger on checklists_membership only.
--- Item and checklist writers pay nothing.
+-- membership's event that another transaction wrote (0 if none). The membership's own
+-- writes record which outbox row began it (sync_membership_start, kept by a trigger on
+-- checklists_membership only), so finding that event needs no index on the outbox, which
+-- every writer would pay for.
 
 -- membership id -> id of the outbox row of the event its current membership began with
 -- (NULL: no such event was captured). No foreign keys: the trigger keeps it, and Django's
@@ -60,14 +80,6 @@ CREATE TRIGGER sync_membership_start AFTER INSERT OR DELETE ON checklists_member
 CREATE TRIGGER sync_membership_start_moved AFTER UPDATE OF checklist_id, user_id ON checklists_membership
     FOR EACH ROW WHEN (OLD.checklist_id IS DISTINCT FROM NEW.checklist_id OR OLD.user_id IS DISTINCT FROM NEW.user_id)
     EXECUTE FUNCTION sync_membership_started();
-
--- Memberships that exist already: the latest event on their list that is an insert (the
--- outbox's retention may have pruned it: then none, and the floor is 0).
-INSERT INTO sync_membership_start (membership_id, outbox_id)
-SELECT m.id, (SELECT max(o.id) FROM outbox o
-               WHERE o.entity = 'membership' AND o.entity_id = m.id::text AND o.op = 'insert'
-                 AND o.topic = 'checklist:' || m.checklist_id)
-  FROM checklists_membership m;
 
 -- "checklist:<id>" -> id; NULL for anything else (another kind of topic, a non-canonical
 -- or out-of-range number). Never an error: one odd topic must not fail a whole batch.

@@ -1,16 +1,19 @@
 from django.contrib.postgres.fields import ArrayField
 from django.db import migrations, models
 
-from portal.outbox.sqlfiles import RunSQLFile
+from portal.outbox.sqlfiles import RunSQLFile, refuse_pre_squash_database
 
 
 class Migration(migrations.Migration):
+    """The outbox schema (migrations/0001_baseline.sql); the models only describe it."""
+
     initial = True
     dependencies = []
 
     operations = [
+        migrations.RunPython(refuse_pre_squash_database, migrations.RunPython.noop),
         migrations.SeparateDatabaseAndState(
-            database_operations=[RunSQLFile("0001_outbox.sql")],
+            database_operations=[RunSQLFile("0001_baseline.sql")],
             state_operations=[
                 migrations.CreateModel(
                     name="OutboxEvent",
@@ -34,7 +37,13 @@ class Migration(migrations.Migration):
                         ("sequenced_at", models.DateTimeField(null=True)),
                         ("error", models.TextField(null=True)),
                     ],
-                    options={"db_table": "outbox", "ordering": ["-id"], "verbose_name": "outbox event"},
+                    options={
+                        "db_table": "outbox",
+                        "ordering": ["-id"],
+                        "verbose_name": "outbox event",
+                        "permissions": [("view_outbox_payload",
+                                         "Can view outbox event payloads (data, changed, actor, request id)")],
+                    },
                 ),
                 migrations.CreateModel(
                     name="OutboxTopic",

@@ -1,0 +1,531 @@
+-- FROZEN: the schema as it stood when the migration history was squashed. Never edit this
+-- file; change schema.sql and add the next NNNN_name.sql beside it.
+--
+-- The outbox schema as it stands: the source of truth a reader opens.
+--
+-- Everything the change-capture pipeline keeps in PostgreSQL: the outbox table and its
+-- bookkeeping, the capture triggers that fill it in the writer's transaction, the doorbell
+-- that wakes the relay, and the claim that sequences it. Nothing here knows the
+-- application's tables: an application attaches capture to its own tables with
+-- outbox_track() (the demo's are in portal/checklists/sql/schema.sql).
+--
+-- How it changes: migrations/NNNN_name.sql files take a database from one state to the
+-- next (0001_baseline.sql is this file as it stood when the history was squashed); the
+-- Django app portal/outbox applies them, so `manage.py migrate` sets up everything. A change
+-- edits this file AND adds a new NNNN file; a released NNNN file is never edited.
+-- tests/portal/test_schema_sql.py proves that migrating a fresh database yields exactly
+-- what this file declares.
+--
+-- Vocabulary: a writer's transaction inserts outbox rows (one per captured change); the relay
+-- leader later "sequences" them, giving each a global position `pos` and a position `tpos`
+-- within its topic; subscribers resume by those positions.
+
+
+-- =========================================================================================
+-- The outbox
+-- =========================================================================================
+
+-- Operations and sources as domains, not table CHECKs: a domain's constraint is compiled
+-- once per session, a table CHECK once per INSERT statement, and every captured row is one.
+CREATE DOMAIN outbox_op_type AS text
+    CONSTRAINT outbox_op_check CHECK (VALUE IN ('insert', 'update', 'delete', 'event'));
+CREATE DOMAIN outbox_source_type AS text
+    CONSTRAINT outbox_source_check CHECK (VALUE IN ('api', 'ui', 'admin', 'shell', 'sql'));
+
+-- One row per captured change, written in the writer's own transaction: a rolled-back
+-- transaction leaves none, a committed one always leaves its rows.
+-- fillfactor 50: the claim's UPDATE cannot be HOT (pos is indexed), but with room on the
+-- page the new row version stays beside the old one, which halves the claim's WAL.
+CREATE TABLE outbox (
+    -- Allocation order, NOT commit order: ids of concurrent transactions interleave and
+    -- commit in any order, so no reader may use `id > last_seen` as a cursor.
+    id          bigserial   PRIMARY KEY,
+    -- Groups one transaction's rows: a claim never splits a transaction.
+    txid        xid8        NOT NULL,
+    -- The object a viewer watches, e.g. "checklist:42". Compared as bytes (COLLATE "C"):
+    -- topics are identifiers, never sorted for people.
+    topic       text        COLLATE "C" NOT NULL,
+    entity      text        NOT NULL,
+    entity_id   text        NOT NULL,
+    op          outbox_op_type NOT NULL,
+    -- The row after the change (before it, for a delete), as to_jsonb() renders it.
+    data        jsonb       NOT NULL,
+    -- The columns an update changed; every column for an insert; none for a delete.
+    changed     text[]      NOT NULL DEFAULT '{}',
+    -- The tracked row's version after the change (a delete counts as one more): row locks
+    -- serialize writers of one row, so version order is that row's commit order.
+    version     bigint,
+    -- Provenance, from transaction- or session-local settings (outbox.actor,
+    -- outbox.source, outbox.request_id); a writer that sets nothing is 'sql'.
+    actor       text,
+    source      outbox_source_type NOT NULL DEFAULT 'sql',
+    request_id  text,
+    -- clock_timestamp(): the time of the write, close to its commit (now() is the
+    -- transaction's start).
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- Set by the relay leader in the claiming transaction; NULL means "not sequenced yet".
+    -- pos is gapless over the table, tpos gapless within a topic; both follow commit order
+    -- for any two transactions that wrote the same row (see outbox_claim).
+    pos         bigint      UNIQUE,
+    tpos        bigint,
+    -- true on the last row of its transaction within its topic: a subscriber applies one
+    -- transaction's changes to a topic together.
+    tx_last     boolean,
+    sequenced_at timestamptz,
+    -- A poison row (too large to publish) keeps its positions and carries the error.
+    error       text
+) WITH (fillfactor = 50);
+
+-- The claim's head: unsequenced rows in id order. Partial, so it stays as small as the
+-- backlog however long the published history grows.
+CREATE INDEX outbox_unsequenced ON outbox (id) WHERE pos IS NULL;
+-- Where each unsequenced transaction ends: max(id) of a txid is the last entry of its range.
+CREATE INDEX outbox_unsequenced_tx_end ON outbox (txid, id) WHERE pos IS NULL;
+-- Resume by topic position (catch-up of subscribers).
+CREATE UNIQUE INDEX outbox_topic_tpos ON outbox (topic, tpos) WHERE tpos IS NOT NULL;
+
+-- The latest tpos of each topic. The REST API reads it in the same transaction as an
+-- object's state, so a client subscribes `since` it and misses nothing.
+CREATE TABLE outbox_topic (
+    topic  text   COLLATE "C" PRIMARY KEY,
+    tpos   bigint NOT NULL
+);
+
+-- One row: sequencing and publication progress, and the leader's identity.
+-- Invariants: every pos <= last_pos is committed (a claim commits its rows and last_pos
+-- together); every pos <= last_pos the outbox lacks is <= pruned_pos (only deletions
+-- remove rows, and they raise pruned_pos in the same transaction).
+CREATE TABLE outbox_relay_state (
+    id              int         PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    last_pos        bigint      NOT NULL DEFAULT 0,   -- highest pos assigned
+    published_pos   bigint      NOT NULL DEFAULT 0,   -- highest pos known to be published (a hint)
+    leader          text,
+    leader_since    timestamptz,
+    heartbeat_at    timestamptz,
+    pruned_pos      bigint      NOT NULL DEFAULT 0    -- the retention watermark
+);
+INSERT INTO outbox_relay_state (id) VALUES (1);
+
+
+-- =========================================================================================
+-- The doorbell: how a commit wakes the relay
+-- =========================================================================================
+--
+-- A payload-less NOTIFY outbox, sent by the writer's transaction and delivered at its commit.
+-- PostgreSQL serializes the commits of all transactions that NOTIFY, so writers ring only
+-- while the relay sleeps: the relay arms the bell before it sleeps and a claim that finds
+-- work disarms it. No commit goes unannounced: a writer reads "armed" after its transaction
+-- id exists, so one that read "disarmed" was in progress when the relay armed, and the relay
+-- watches every such transaction until it ends (outbox_relay/relay.py, Relay._sleep). Polling
+-- is the safety net either way. Each transaction rings at most once ('outbox.rung', a
+-- transaction-local setting that a rolled-back savepoint resets with its NOTIFY).
+
+-- The armed flag: 1 = armed. A sequence, read as a plain function call by every writer.
+-- setval() is not transactional: arming and disarming take effect at once, not at commit.
+CREATE SEQUENCE outbox_doorbell_armed MINVALUE 0 MAXVALUE 1 NO CYCLE;
+SELECT setval('outbox_doorbell_armed', 1, true);  -- armed: no relay has run yet
+
+-- The flag as a readable row, for status and humans.
+CREATE VIEW outbox_doorbell AS
+    SELECT 1 AS id, pg_sequence_last_value('outbox_doorbell_armed') = 1 AS armed;
+
+-- Arm or disarm (the relay). A hint, so its commit does not wait for the disk.
+CREATE FUNCTION outbox_set_doorbell(p_armed boolean) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF pg_sequence_last_value('outbox_doorbell_armed'::regclass) IS DISTINCT FROM p_armed::int THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+        PERFORM setval('outbox_doorbell_armed', p_armed::int, true);
+    END IF;
+END;
+$$;
+
+-- Ring if armed, and remember that this transaction has rung.
+CREATE FUNCTION outbox_ring_now() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    rung text;
+    xid  xid8;
+BEGIN
+    -- The transaction id must exist before "armed" is read (see above); a caller such as
+    -- outbox_emit may not have written anything yet.
+    xid := pg_current_xact_id();
+    rung := set_config('outbox.rung', 'yes', true);  -- an assignment, not PERFORM: no query
+    IF pg_sequence_last_value('outbox_doorbell_armed'::regclass) = 1 THEN
+        NOTIFY outbox;
+    END IF;
+END;
+$$;
+
+-- Raw INSERTs into the outbox ring through the defaults of id and txid: one that leaves
+-- out either rings at its transaction's first row. Capture and outbox_emit ring themselves
+-- and pass both columns. An INSERT or COPY that names both (a restore of saved rows) does
+-- not ring: the relay's poll publishes it.
+CREATE FUNCTION outbox_txid_ringing() RETURNS xid8 LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('outbox.rung', true) IS DISTINCT FROM 'yes' THEN
+        PERFORM outbox_ring_now();
+    END IF;
+    RETURN pg_current_xact_id();
+END;
+$$;
+
+CREATE FUNCTION outbox_id_ringing() RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('outbox.rung', true) IS DISTINCT FROM 'yes' THEN
+        PERFORM outbox_ring_now();
+    END IF;
+    RETURN nextval('outbox_id_seq');
+END;
+$$;
+
+ALTER TABLE outbox ALTER COLUMN id SET DEFAULT outbox_id_ringing();
+ALTER TABLE outbox ALTER COLUMN txid SET DEFAULT outbox_txid_ringing();
+
+
+-- =========================================================================================
+-- Capture: every write to a tracked table, whoever the writer
+-- =========================================================================================
+
+-- Provenance, set by the application (portal/provenance.py); 'sql' when nobody said.
+CREATE FUNCTION outbox_source() RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(current_setting('outbox.source', true), ''), 'sql')
+$$;
+
+-- Explicit domain events (not row changes), in the caller's transaction; returns the row id.
+CREATE FUNCTION outbox_emit(p_topic text, p_type text, p_payload jsonb, p_entity_id text DEFAULT '')
+RETURNS bigint LANGUAGE sql AS $$
+    SELECT outbox_ring_now() WHERE current_setting('outbox.rung', true) IS DISTINCT FROM 'yes';
+    INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, actor, source, request_id)
+    VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), p_topic, p_type, p_entity_id, 'event', p_payload,
+            nullif(current_setting('outbox.actor', true), ''),
+            outbox_source(),
+            nullif(current_setting('outbox.request_id', true), ''))
+    RETURNING id
+$$;
+
+-- A tracked table's "version" column belongs to this BEFORE trigger: 1 on insert, +1 on
+-- every real change. An UPDATE that changes nothing keeps its version (and captures nothing).
+CREATE FUNCTION outbox_bump_version() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.version := 1;
+    ELSIF (to_jsonb(NEW) - 'version') = (to_jsonb(OLD) - 'version') THEN
+        NEW.version := OLD.version;
+    ELSE
+        NEW.version := OLD.version + 1;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+-- The capture trigger (AFTER ROW). Arguments: entity name, the column whose value names the
+-- topic, and the topic prefix; e.g. outbox_capture('item', 'checklist_id', 'checklist').
+-- One outbox row per change, inserted by one statement; a change that moves a row between
+-- topics inserts a delete on the old topic and an insert on the new one (in that order).
+CREATE FUNCTION outbox_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    entity      text := TG_ARGV[0];
+    topic_col   text := TG_ARGV[1];
+    prefix      text := TG_ARGV[2];
+    new_doc     jsonb;
+    old_doc     jsonb;
+    new_topic   text;
+    old_topic   text;
+    changed_cols text[];
+    rung        text;
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        new_doc := to_jsonb(NEW);
+        old_doc := to_jsonb(OLD);
+        -- No difference, no event (and no ring): outbox_bump_version's own test.
+        IF (new_doc - 'version') = (old_doc - 'version') THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    -- outbox_ring_now(), inlined: this runs for every captured row. The transaction id
+    -- exists already (an AFTER ROW trigger: the tracked row is written). id and txid are
+    -- passed to the INSERTs below, so their ringing defaults stay out of the way.
+    IF current_setting('outbox.rung', true) IS DISTINCT FROM 'yes' THEN
+        rung := set_config('outbox.rung', 'yes', true);
+        IF pg_sequence_last_value('outbox_doorbell_armed'::regclass) = 1 THEN
+            NOTIFY outbox;
+        END IF;
+    END IF;
+
+    IF TG_OP = 'INSERT' THEN
+        new_doc := to_jsonb(NEW);
+        INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, changed, version, actor, source, request_id)
+        VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), prefix || ':' || (new_doc ->> topic_col), entity, new_doc ->> 'id', 'insert', new_doc,
+                ARRAY(SELECT k FROM jsonb_object_keys(new_doc) AS k WHERE k <> 'version' ORDER BY k),
+                (new_doc ->> 'version')::bigint,
+                nullif(current_setting('outbox.actor', true), ''), outbox_source(),
+                nullif(current_setting('outbox.request_id', true), ''));
+    ELSIF TG_OP = 'DELETE' THEN
+        -- A delete is one more version of the row, so consumers order it after the last update.
+        old_doc := to_jsonb(OLD);
+        old_doc := old_doc || jsonb_build_object('version', (old_doc ->> 'version')::bigint + 1);
+        INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, changed, version, actor, source, request_id)
+        VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), prefix || ':' || (old_doc ->> topic_col), entity, old_doc ->> 'id', 'delete', old_doc, '{}',
+                (old_doc ->> 'version')::bigint,
+                nullif(current_setting('outbox.actor', true), ''), outbox_source(),
+                nullif(current_setting('outbox.request_id', true), ''));
+    ELSE
+        new_topic := prefix || ':' || (new_doc ->> topic_col);
+        old_topic := prefix || ':' || (old_doc ->> topic_col);
+        IF new_topic = old_topic THEN
+            -- changed is not empty: the rows differ outside version (tested above), and NEW
+            -- and OLD have the same columns.
+            INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, changed, version, actor, source, request_id)
+            VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), new_topic, entity, new_doc ->> 'id', 'update', new_doc,
+                    ARRAY(SELECT n.key FROM jsonb_each(new_doc) AS n
+                           WHERE n.key <> 'version' AND n.value IS DISTINCT FROM old_doc -> n.key
+                           ORDER BY n.key),
+                    (new_doc ->> 'version')::bigint,
+                    nullif(current_setting('outbox.actor', true), ''), outbox_source(),
+                    nullif(current_setting('outbox.request_id', true), ''));
+        ELSE
+            -- A move: a delete on the old topic and an insert on the new one.
+            changed_cols := ARRAY(SELECT n.key FROM jsonb_each(new_doc) AS n
+                                   WHERE n.key <> 'version' AND n.value IS DISTINCT FROM old_doc -> n.key
+                                   ORDER BY n.key);
+            IF cardinality(changed_cols) = 0 THEN
+                RETURN NULL;
+            END IF;
+            INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, changed, version, actor, source, request_id)
+            VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), old_topic, entity, old_doc ->> 'id', 'delete', new_doc, changed_cols,
+                    (new_doc ->> 'version')::bigint,
+                    nullif(current_setting('outbox.actor', true), ''), outbox_source(),
+                    nullif(current_setting('outbox.request_id', true), '')),
+                   (nextval('outbox_id_seq'), pg_current_xact_id(), new_topic, entity, new_doc ->> 'id', 'insert', new_doc, changed_cols,
+                    (new_doc ->> 'version')::bigint,
+                    nullif(current_setting('outbox.actor', true), ''), outbox_source(),
+                    nullif(current_setting('outbox.request_id', true), ''));
+        END IF;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- Attach capture to a table: outbox_track('checklists_item', 'item', 'checklist_id', 'checklist').
+-- The table needs an "id" and a "version" column. Idempotent: run it again after changing
+-- the table.
+CREATE FUNCTION outbox_track(p_table regclass, p_entity text, p_topic_col text, p_prefix text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('DROP TRIGGER IF EXISTS outbox_version ON %s', p_table);
+    EXECUTE format('DROP TRIGGER IF EXISTS outbox_capture ON %s', p_table);
+    EXECUTE format(
+        'CREATE TRIGGER outbox_version BEFORE INSERT OR UPDATE ON %s '
+        'FOR EACH ROW EXECUTE FUNCTION outbox_bump_version()', p_table);
+    EXECUTE format(
+        'CREATE TRIGGER outbox_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
+        'FOR EACH ROW EXECUTE FUNCTION outbox_capture(%L, %L, %L)',
+        p_table, p_entity, p_topic_col, p_prefix);
+END;
+$$;
+
+
+-- =========================================================================================
+-- Sequencing and publication (the relay leader)
+-- =========================================================================================
+
+-- The wire envelope of one row (outbox_relay/envelope.py documents it): built here so that
+-- live publication, replay and catch-up send the very same bytes. Concatenated rather than
+-- json_build_object'd: the same document, keys in the same order, compact; to_json()
+-- escapes the free-text fields, and op, source, txid and the numbers need no escaping.
+-- A poison row goes out with its positions, data null and the error.
+CREATE FUNCTION outbox_envelope(o outbox) RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT '{"v":1,"pos":' || coalesce(o.pos::text, 'null')
+        || ',"tpos":' || coalesce(o.tpos::text, 'null')
+        || ',"topic":' || to_json(o.topic)::text
+        || ',"tx":"' || o.txid::text
+        || '","entity":' || to_json(o.entity)::text
+        || ',"id":' || to_json(o.entity_id)::text
+        || ',"op":"' || o.op
+        || '","version":' || coalesce(o.version::text, 'null')
+        || ',"data":' || CASE WHEN o.error IS NULL THEN o.data::text ELSE 'null' END
+        || ',"changed":' || to_json(o.changed)::text
+        || ',"actor":' || coalesce(to_json(o.actor)::text, 'null')
+        || ',"source":"' || o.source
+        || '","request_id":' || coalesce(to_json(o.request_id)::text, 'null')
+        || ',"committed_at":"' || to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+        || '","tx_last":' || CASE WHEN o.tx_last THEN 'true' ELSE 'false' END
+        || CASE WHEN o.error IS NULL THEN '}' ELSE ',"error":' || to_json(o.error)::text || '}' END
+$$;
+
+-- The claim: sequence one batch and return its envelopes in pos order, in one round trip.
+--
+-- Which rows. Of the first p_limit unsequenced rows by id (the head), the transactions that
+-- END within the head: a transaction whose rows go on beyond it waits for a later claim.
+-- Positions follow commit order for any two transactions that wrote the same row: the
+-- later one wrote that row after the earlier one committed (row locks), so all of the
+-- earlier one's ids are below the later one's "end" (its largest id, txmax); the earlier one
+-- committed first, so any snapshot that sees the later one sees it; it therefore ends
+-- within any head the later one ends within, and a batch orders transactions by their end.
+-- A batch never splits a transaction. If every transaction of the head goes on beyond it
+-- (one larger than p_limit rows, or several straddling the cut), the cut moves to where the
+-- first of them ends, so a claim with work always sequences something. A transaction still
+-- open is invisible and holds nothing back; one that commits late is sequenced then (no
+-- `id > last_seen` cursor, which would skip it).
+--
+-- Durability. The claim commits synchronously, and the relay publishes only after: a claim
+-- lost in a crash after its events went out would let the next leader give the same
+-- positions to other rows, which subscribers would drop as duplicates. An empty claim
+-- writes nothing but the published_pos hint, asynchronously.
+--
+-- Also: records p_published (the caller's published_pos), disarms the doorbell when it
+-- found work and p_disarm, and marks a row whose data is over p_max_bytes (stored size) as
+-- poison. Concurrent claims serialize on the state row's lock, so even two relays that both
+-- believe they lead never hand out a position twice.
+--
+-- Plans. The relay plans this once per session (plan_cache_mode = force_generic_plan), so
+-- no plan may depend on the statistics of that moment: every lookup below is an index
+-- lookup (enable_seqscan off for these statements, scalar subqueries for per-row lookups,
+-- numbering by window functions over the batch alone), linear in the batch whatever the
+-- size of the backlog or of the published history (tests/relay/test_claim_plans.py).
+CREATE FUNCTION outbox_claim(p_limit int, p_published bigint, p_max_bytes int, p_disarm boolean)
+RETURNS TABLE (r_pos bigint, r_topic text, r_envelope text, r_created_at timestamptz, r_error text)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_last   bigint;
+    v_upto   bigint := 9223372036854775807;  -- pass 1: the first p_limit rows, wherever they end
+    v_limit  int    := p_limit;
+    v_ids    bigint[];
+    v_pos    bigint[];
+    v_tpos   bigint[];
+    v_final  boolean[];
+    v_topics text[];
+BEGIN
+    -- A scalar subquery with ORDER BY/LIMIT, not EXISTS: one index lookup.
+    IF (SELECT o.id FROM outbox o WHERE o.pos IS NULL ORDER BY o.id LIMIT 1) IS NULL THEN
+        -- Nothing to claim: no write but the hint, so no wait for the disk.
+        PERFORM set_config('synchronous_commit', 'off', true);
+        UPDATE outbox_relay_state SET published_pos = p_published
+         WHERE id = 1 AND published_pos < p_published;
+        RETURN;
+    END IF;
+
+    -- The state row lock serializes claims; every statement below sees what the claims
+    -- before this one sequenced.
+    SELECT s.last_pos INTO v_last FROM outbox_relay_state s WHERE s.id = 1 FOR UPDATE;
+
+    FOR pass IN 1..2 LOOP
+        WITH head AS (
+            SELECT o.id, o.topic, o.txid FROM outbox o
+             WHERE o.pos IS NULL AND o.id <= v_upto
+             ORDER BY o.id LIMIT v_limit
+        ), ended AS (
+            -- A scalar subquery, so it stays one index lookup per row whatever the plan.
+            SELECT h.id, h.topic, max(h.id) OVER () AS cut,
+                   (SELECT max(x.id) FROM outbox x WHERE x.txid = h.txid AND x.pos IS NULL) AS txmax
+              FROM head h
+        ), ranked AS (
+            SELECT e.id, e.topic, e.txmax,
+                   row_number() OVER w AS trank,
+                   lead(e.txmax) OVER w IS DISTINCT FROM e.txmax AS is_last
+              FROM ended e
+             WHERE e.txmax <= e.cut
+            WINDOW w AS (PARTITION BY e.topic ORDER BY e.txmax, e.id)
+        ), numbered AS (
+            SELECT r.id, v_last + row_number() OVER (ORDER BY r.txmax, r.id) AS new_pos,
+                   coalesce(ot.tpos, 0) + r.trank AS new_tpos, r.is_last, r.topic
+              FROM ranked r LEFT JOIN outbox_topic ot ON ot.topic = r.topic
+        )
+        -- One Agg node feeds every aggregate the same rows in the same order: the arrays
+        -- stay aligned without sorting each.
+        SELECT array_agg(n.id), array_agg(n.new_pos), array_agg(n.new_tpos), array_agg(n.is_last),
+               array_agg(n.topic)
+          INTO v_ids, v_pos, v_tpos, v_final, v_topics
+          FROM numbered n;
+        EXIT WHEN v_ids IS NOT NULL OR pass = 2;
+
+        -- Every transaction of the head goes on beyond it: cut where the first of them ends.
+        SELECT min((SELECT max(x.id) FROM outbox x WHERE x.txid = h.txid AND x.pos IS NULL))
+          INTO v_upto
+          FROM (SELECT o.txid FROM outbox o WHERE o.pos IS NULL ORDER BY o.id LIMIT p_limit) h;
+        EXIT WHEN v_upto IS NULL;  -- nothing left: a concurrent claim took it
+        v_limit := NULL;           -- every row up to the cut
+    END LOOP;
+
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+
+    IF p_disarm AND pg_sequence_last_value('outbox_doorbell_armed'::regclass) = 1 THEN
+        PERFORM setval('outbox_doorbell_armed', 0, true);  -- at once, not at commit
+    END IF;
+
+    -- Every write in one statement (data-modifying CTEs each run once, read or not).
+    RETURN QUERY
+    WITH state AS (
+        UPDATE outbox_relay_state
+           SET last_pos = v_last + cardinality(v_ids), published_pos = greatest(published_pos, p_published)
+         WHERE id = 1
+    ), counters AS (
+        INSERT INTO outbox_topic AS t (topic, tpos)
+        SELECT x.topic, max(x.tpos) FROM unnest(v_topics, v_tpos) AS x(topic, tpos) GROUP BY x.topic
+        ON CONFLICT (topic) DO UPDATE SET tpos = excluded.tpos
+    ), upd AS (
+        UPDATE outbox o
+           SET pos = n.pos, tpos = n.tpos, tx_last = n.is_last, sequenced_at = clock_timestamp(),
+               -- pg_column_size: the stored size, without rendering the document.
+               error = coalesce(o.error, CASE WHEN pg_column_size(o.data) > p_max_bytes
+                   THEN format('data is %s bytes, over the %s-byte limit', pg_column_size(o.data), p_max_bytes) END)
+          FROM unnest(v_ids, v_pos, v_tpos, v_final) AS n(id, pos, tpos, is_last)
+         WHERE o.id = ANY(v_ids) AND o.id = n.id
+        RETURNING o.pos, o.topic, outbox_envelope(o) AS env, o.created_at, o.error
+    )
+    SELECT u.pos, u.topic, u.env, u.created_at, u.error FROM upd u ORDER BY u.pos;
+END;
+$$;
+
+-- The claim without the doorbell (tools and tests).
+CREATE FUNCTION outbox_claim(p_limit int, p_published bigint, p_max_bytes int)
+RETURNS TABLE (r_pos bigint, r_topic text, r_envelope text, r_created_at timestamptz, r_error text)
+LANGUAGE sql AS $$
+    SELECT * FROM outbox_claim(p_limit, p_published, p_max_bytes, false)
+$$;
+
+-- Record what the relay has published (heartbeats, stop): a hint for the next leader's
+-- republish and for subscribers' start, so its commit does not wait for the disk. Never
+-- goes back. Returns the recorded value.
+CREATE FUNCTION outbox_record_published(p_pos bigint) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v bigint;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    UPDATE outbox_relay_state SET published_pos = greatest(published_pos, p_pos), heartbeat_at = now()
+     WHERE id = 1
+    RETURNING published_pos INTO v;
+    RETURN coalesce(v, p_pos);
+END;
+$$;
+
+
+-- =========================================================================================
+-- Retention
+-- =========================================================================================
+
+-- Every DELETE on the outbox (`outbox-admin prune`, or a hand-made one) raises pruned_pos
+-- to the largest position it deleted, in the deleting transaction: a reader that sees the
+-- rows gone sees the watermark too. A subscriber skips a missing position only at or below
+-- it, never because a message claimed a higher position. Deleting unsequenced rows changes
+-- nothing (they have no position). TRUNCATE is not a DELETE and fires nothing; truncating
+-- a live outbox is not supported.
+CREATE FUNCTION outbox_raise_watermark() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_max bigint;
+BEGIN
+    SELECT max(g.pos) INTO v_max FROM outbox_deleted g;
+    -- Only when it rises: a DELETE of unsequenced rows, or below the watermark, takes no
+    -- lock on the state row the claim serializes on.
+    IF v_max IS NOT NULL AND v_max > (SELECT s.pruned_pos FROM outbox_relay_state s WHERE s.id = 1) THEN
+        UPDATE outbox_relay_state SET pruned_pos = greatest(pruned_pos, v_max) WHERE id = 1;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER outbox_retention_watermark
+    AFTER DELETE ON outbox
+    REFERENCING OLD TABLE AS outbox_deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox_raise_watermark();
