@@ -1,7 +1,7 @@
 """Reordering logic of the web UI (pure, no database)."""
 import pytest
 
-from portal.checklists.web.ordering import position_changes, reorder
+from portal.checklists.ordering import position_changes, reorder
 
 
 def test_move_up_and_down_one_step():

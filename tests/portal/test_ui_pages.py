@@ -184,6 +184,21 @@ def test_add_item_goes_to_the_end(checklist, bob):
     assert item(checklist, "Eggs").position == 2
 
 
+@pytest.mark.parametrize("via", ["web", "api"])
+def test_an_item_added_after_the_largest_position_goes_last_without_an_error(checklist, bob, via, client_for):
+    """The web UI and the API add items through one service (checklists/services.py): the
+    web form used to compute last + 1 without the API's clamp, and overflowed (500)."""
+    Item.objects.filter(checklist=checklist, text="Bread").update(position=2**31 - 1)
+    if via == "web":
+        r = as_user(bob).post(reverse("web:item-add", args=[checklist.pk]), {"text": "Eggs"}, **JSON)
+        assert r.status_code == 200, r.content
+    else:
+        r = client_for(bob).post(f"/api/checklists/{checklist.pk}/items/", {"text": "Eggs"}, format="json")
+        assert r.status_code == 201, r.content
+    assert item(checklist, "Eggs").position == 2**31 - 1
+    assert item_texts(checklist)[-1] == "Eggs"  # ties go by id: still last
+
+
 def test_add_item_json_answer_carries_the_row_as_events_do(checklist, bob):
     r = as_user(bob).post(reverse("web:item-add", args=[checklist.pk]), {"text": "Eggs"}, **JSON)
     eggs = item(checklist, "Eggs")

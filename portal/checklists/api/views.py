@@ -12,8 +12,8 @@ import time
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
-from django.db.models import Max, OuterRef, Subquery
+from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -25,8 +25,9 @@ from portal.apitokens.models import ApiToken
 from portal.throttling import SyncTokenThrottle
 from syncserver import tokens
 
-from .. import permissions
+from .. import permissions, services
 from ..models import Checklist, Item, Membership, checklist_topic
+from ..positions import checklist_tpos
 from . import etags
 from .serializers import (
     ChecklistDetailSerializer,
@@ -117,13 +118,6 @@ def _checklist(request, pk: int, *, lock: bool = False) -> tuple[Checklist, str]
     return checklist, role
 
 
-def _topic_tpos(topic: str) -> int:
-    with connection.cursor() as cur:
-        cur.execute("SELECT tpos FROM outbox_topic WHERE topic = %s", [topic])
-        row = cur.fetchone()
-    return row[0] if row else 0
-
-
 class ChecklistListView(AtomicView):
     serializer_class = ChecklistSerializer
 
@@ -144,9 +138,7 @@ class ChecklistListView(AtomicView):
         """Create a checklist; you become its owner."""
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        checklist = Checklist.objects.create(title=serializer.validated_data["title"], owner=request.user)
-        Membership.objects.create(checklist=checklist, user=request.user, role=Membership.OWNER)
-        checklist.refresh_from_db(fields=["version"])
+        checklist = services.create_checklist(request.user, serializer.validated_data["title"])
         checklist.my_role = Membership.OWNER
         response = Response(self.get_serializer(checklist).data, status=status.HTTP_201_CREATED,
                             headers={"Location": f"/api/checklists/{checklist.pk}/"})
@@ -166,7 +158,7 @@ class ChecklistDetailView(AtomicView):
         The state may also include newer changes whose events (tpos greater) the client
         then receives and applies idempotently by version. Nothing is missed.
         """
-        tpos = _topic_tpos(checklist_topic(pk))
+        tpos = checklist_tpos(pk)
         checklist, _ = _checklist(request, pk)
         checklist.tpos = tpos
         data = ChecklistDetailSerializer(checklist, context=self.get_serializer_context()).data
@@ -188,8 +180,7 @@ class ChecklistDetailView(AtomicView):
         serializer = self.get_serializer(checklist, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         _check_if_match(request, checklist.version)
-        serializer.save()
-        checklist.refresh_from_db(fields=["version"])
+        services.rename_checklist(checklist, serializer.validated_data.get("title", checklist.title))
         return _with_etag(Response(self.get_serializer(checklist).data), checklist.version)
 
     @extend_schema(parameters=[IF_MATCH], responses={204: None, 412: PRECONDITION_FAILED})
@@ -198,7 +189,7 @@ class ChecklistDetailView(AtomicView):
         checklist, _ = _checklist(request, pk, lock=True)
         _require(permissions.can_manage(request.user, checklist), "Only the owner can delete a checklist.")
         _check_if_match(request, checklist.version)
-        checklist.delete()
+        services.delete_checklist(checklist)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -222,12 +213,7 @@ class ItemListView(AtomicView):
         _require(permissions.can_edit(request.user, checklist), "Viewers cannot add items.")
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        fields = serializer.validated_data
-        if "position" not in fields:
-            last = Item.objects.filter(checklist=checklist).aggregate(m=Max("position"))["m"]
-            fields["position"] = 0 if last is None else min(last + 1, 2**31 - 1)
-        item = Item.objects.create(checklist=checklist, **fields)
-        item.refresh_from_db(fields=["version"])
+        item = services.add_item(checklist, **serializer.validated_data)
         response = Response(self.get_serializer(item).data, status=status.HTTP_201_CREATED,
                             headers={"Location": f"/api/items/{item.pk}/"})
         return _with_etag(response, item.version)
@@ -267,8 +253,7 @@ class ItemDetailView(AtomicView):
         if target != item.checklist_id and not permissions.can_edit(request.user, target):
             raise exceptions.ValidationError({"checklist": ["No such checklist that you can edit."]})
         _check_if_match(request, item.version)
-        serializer.save()
-        item.refresh_from_db(fields=["version"])
+        services.update_item(item, **serializer.validated_data)
         return _with_etag(Response(ItemSerializer(item).data), item.version)
 
     @extend_schema(parameters=[IF_MATCH], responses={204: None, 412: PRECONDITION_FAILED})
@@ -276,7 +261,7 @@ class ItemDetailView(AtomicView):
         item, role = self._item(request, pk, lock=True)
         _require(role in permissions.WRITE_ROLES, "Viewers cannot delete items.")
         _check_if_match(request, item.version)
-        item.delete()
+        services.delete_item(item)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -302,10 +287,10 @@ class MemberListView(AtomicView):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = get_user_model().objects.get(username=serializer.validated_data["user"]["username"])
-        if Membership.objects.filter(checklist=checklist, user=user).exists():
-            raise exceptions.ValidationError({"username": ["Already a member."]})
-        membership = Membership.objects.create(checklist=checklist, user=user, role=serializer.validated_data["role"])
-        membership.refresh_from_db(fields=["version"])
+        try:
+            membership = services.share(checklist, user, serializer.validated_data["role"])
+        except services.AlreadyMember:
+            raise exceptions.ValidationError({"username": ["Already a member."]}) from None
         return Response(self.get_serializer(membership).data, status=status.HTTP_201_CREATED)
 
 
@@ -331,14 +316,13 @@ class MemberDetailView(AtomicView):
         membership = self._membership(request, pk, username)
         serializer = self.get_serializer(membership, data=request.data, partial=False)
         serializer.is_valid(raise_exception=True)
-        serializer.save()
-        membership.refresh_from_db(fields=["version"])
+        services.change_role(membership, serializer.validated_data["role"])
         return Response(MembershipSerializer(membership).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request, pk: int, username: str):
         """Remove a member (owner only); their live subscriptions end at once."""
-        self._membership(request, pk, username).delete()
+        services.remove_member(self._membership(request, pk, username))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

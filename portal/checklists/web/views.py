@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -28,11 +28,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from portal.throttling import TokenCreationThrottle, retry_after
 
-from .. import permissions
+from .. import permissions, services
 from ..models import Checklist, Item, Membership
 from ..positions import checklist_tpos
 from . import forms
-from .ordering import position_changes, reorder
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +120,7 @@ def checklist_list(request: HttpRequest) -> HttpResponse:
         if not form.is_valid():
             return _fail(request, "/", _form_error(form))
         with transaction.atomic():
-            checklist = Checklist.objects.create(title=form.cleaned_data["title"], owner=request.user)
-            Membership.objects.create(checklist=checklist, user=request.user, role=Membership.OWNER)
+            checklist = services.create_checklist(request.user, form.cleaned_data["title"])
         messages.success(request, f"Created “{checklist.title}”.")
         return redirect(_detail_url(checklist.pk))
     rows = (
@@ -193,8 +191,7 @@ def checklist_rename(request: HttpRequest, pk: int) -> HttpResponse:
         checklist, _ = _checklist_for(request, pk, MANAGE, lock=True)
         if not form.is_valid():
             return _fail(request, here, _form_error(form))
-        checklist.title = form.cleaned_data["title"]
-        checklist.save(update_fields=["title"])
+        services.rename_checklist(checklist, form.cleaned_data["title"])
     return _ok(request, here, "Renamed.", title=checklist.title)
 
 
@@ -203,9 +200,8 @@ def checklist_rename(request: HttpRequest, pk: int) -> HttpResponse:
 def checklist_delete(request: HttpRequest, pk: int) -> HttpResponse:
     with transaction.atomic():
         checklist, _ = _checklist_for(request, pk, MANAGE, lock=True)
-        title = checklist.title
-        checklist.delete()
-    return _ok(request, "/", f"Deleted “{title}”.", deleted=pk)
+        services.delete_checklist(checklist)
+    return _ok(request, "/", f"Deleted “{checklist.title}”.", deleted=pk)
 
 
 # --- items ---------------------------------------------------------------------------
@@ -221,15 +217,10 @@ def item_add(request: HttpRequest, pk: int) -> HttpResponse:
     here = _detail_url(pk)
     form = forms.ItemTextForm(request.POST)
     with transaction.atomic():
-        # Locking the checklist row serializes adds, so two never get the same position.
-        checklist, _ = _checklist_for(request, pk, EDIT, lock=True)
+        checklist, _ = _checklist_for(request, pk, EDIT)
         if not form.is_valid():
             return _fail(request, here, _form_error(form))
-        last = checklist.items.aggregate(m=Max("position"))["m"]
-        item = Item.objects.create(
-            checklist=checklist, text=form.cleaned_data["text"], position=0 if last is None else last + 1
-        )
-        item.refresh_from_db(fields=["version"])
+        item = services.add_item(checklist, form.cleaned_data["text"])
     return _ok(request, here, None, item=_item_data(item))
 
 
@@ -243,9 +234,7 @@ def item_edit(request: HttpRequest, pk: int, item_id: int) -> HttpResponse:
         item = _item_for(checklist, item_id)
         if not form.is_valid():
             return _fail(request, here, _form_error(form))
-        item.text = form.cleaned_data["text"]
-        item.save(update_fields=["text"])
-        item.refresh_from_db(fields=["version"])
+        services.update_item(item, text=form.cleaned_data["text"])
     return _ok(request, here, None, item=_item_data(item))
 
 
@@ -259,9 +248,7 @@ def item_toggle(request: HttpRequest, pk: int, item_id: int) -> HttpResponse:
         checklist, _ = _checklist_for(request, pk, EDIT)
         item = _item_for(checklist, item_id)
         # An explicit value, not a flip: a resubmitted form cannot undo itself.
-        item.done = form.cleaned_data.get("done", False)
-        item.save(update_fields=["done"])
-        item.refresh_from_db(fields=["version"])
+        services.update_item(item, done=form.cleaned_data.get("done", False))
     return _ok(request, here, None, item=_item_data(item))
 
 
@@ -271,19 +258,12 @@ def item_move(request: HttpRequest, pk: int, item_id: int) -> HttpResponse:
     here = _detail_url(pk)
     form = forms.MoveForm(request.POST)
     with transaction.atomic():
-        checklist, _ = _checklist_for(request, pk, EDIT, lock=True)
+        checklist, _ = _checklist_for(request, pk, EDIT)
         _item_for(checklist, item_id)
         if not form.is_valid():
             return _fail(request, here, _form_error(form))
-        items = list(checklist.items.select_for_update().order_by("position", "id"))
-        order = reorder(
-            [i.pk for i in items], item_id,
-            direction=form.cleaned_data.get("direction") or None, index=form.cleaned_data.get("index"),
-        )
-        changes = position_changes({i.pk: i.position for i in items}, order)
-        for changed_id, position in changes.items():
-            Item.objects.filter(pk=changed_id).update(position=position)
-        moved = list(Item.objects.filter(pk__in=list(changes)).order_by("position", "id"))
+        moved = services.move_item(checklist, item_id, direction=form.cleaned_data.get("direction") or None,
+                                   index=form.cleaned_data.get("index"))
     return _ok(request, here, None, items=[_item_data(i) for i in moved])
 
 
@@ -295,9 +275,7 @@ def item_delete(request: HttpRequest, pk: int, item_id: int) -> HttpResponse:
         checklist, _ = _checklist_for(request, pk, EDIT)
         item = _item_for(checklist, item_id)
         data = _item_data(item)
-        item.delete()
-    # The capture trigger records a delete as one more version of the row.
-    data["version"] += 1
+        data["version"] = services.delete_item(item)
     return _ok(request, here, None, deleted=data)
 
 
@@ -310,16 +288,17 @@ def member_add(request: HttpRequest, pk: int) -> HttpResponse:
     here = _detail_url(pk)
     form = forms.ShareForm(request.POST)
     with transaction.atomic():
-        checklist, _ = _checklist_for(request, pk, MANAGE, lock=True)
+        checklist, _ = _checklist_for(request, pk, MANAGE)
         if not form.is_valid():
             return _fail(request, here, _form_error(form))
         username = form.cleaned_data["username"]
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
             return _fail(request, here, f"There is no user named “{username}”.")
-        if Membership.objects.filter(checklist=checklist, user=user).exists():
+        try:
+            services.share(checklist, user, form.cleaned_data["role"])
+        except services.AlreadyMember:
             return _fail(request, here, f"{username} is already a member; change their role below.")
-        Membership.objects.create(checklist=checklist, user=user, role=form.cleaned_data["role"])
     return _ok(request, here, f"Shared with {username} as {form.cleaned_data['role']}.")
 
 
@@ -341,8 +320,7 @@ def member_role(request: HttpRequest, pk: int, membership_id: int) -> HttpRespon
             return _fail(request, here, "The owner's role cannot be changed.")
         if not form.is_valid():
             return _fail(request, here, _form_error(form))
-        membership.role = form.cleaned_data["role"]
-        membership.save(update_fields=["role"])
+        services.change_role(membership, form.cleaned_data["role"])
     return _ok(request, here, f"{membership.user.username} is now {membership.role}.")
 
 
@@ -355,9 +333,8 @@ def member_remove(request: HttpRequest, pk: int, membership_id: int) -> HttpResp
         membership = _member_for(checklist, membership_id)
         if membership.role == Membership.OWNER:
             return _fail(request, here, "The owner cannot be removed; delete the checklist instead.")
-        username = membership.user.username
-        membership.delete()
-    return _ok(request, here, f"Removed {username}.")
+        services.remove_member(membership)
+    return _ok(request, here, f"Removed {membership.user.username}.")
 
 
 # --- API tokens ----------------------------------------------------------------------
