@@ -11,7 +11,7 @@ than the outbox's last_pos, and a position is skipped only when the outbox's ret
 watermark proves it pruned. A claim beyond the outbox is logged and counted
 (`outbox_subscriber_unfounded_claims_total`), not acted on.
 
-The connection to the broker is a CURVE client (outbox_relay/curve.py): the broker admits
+The connection to the broker is a CURVE client (runtime/curve.py): the broker admits
 only subscriber keys on its backend.
 
     sub = Subscriber(broker_url="tcp://127.0.0.1:5558", dsn=database_url(),
@@ -31,10 +31,10 @@ import zmq
 import zmq.asyncio
 from prometheus_client import Counter
 
-from outbox_relay.curve import ClientKeys
 from outbox_relay.envelope import EnvelopeError, Event, Heartbeat, decode, decode_message
 from outbox_relay.gaps import Action, Continuity, OutboxView, Skip
 from outbox_relay.handshakes import HandshakeWatch
+from runtime.curve import ClientKeys
 
 log = logging.getLogger(__name__)
 
