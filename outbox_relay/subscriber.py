@@ -34,6 +34,7 @@ from prometheus_client import Counter
 from outbox_relay.envelope import EnvelopeError, Event, Heartbeat, decode, decode_message
 from outbox_relay.gaps import Action, Continuity, OutboxView, Skip
 from outbox_relay.handshakes import HandshakeWatch
+from runtime.backoff import Backoff
 from runtime.curve import ClientKeys
 
 log = logging.getLogger(__name__)
@@ -208,19 +209,19 @@ class Subscriber:
 
     async def _db_call(self, fn):
         """Run fn(conn) on the catch-up connection, reconnecting with backoff until it works."""
-        delay = 0.1
+        backoff = Backoff(first=0.1, cap=5.0)
         while True:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
                 return await fn(self._conn)
             except psycopg.OperationalError as exc:
+                delay = backoff.next()
                 log.warning("outbox read failed (%s); retrying in %.1fs", exc, delay)
                 if self._conn is not None:
                     await self._conn.close()
                     self._conn = None
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     @staticmethod
     async def _published_pos(conn: psycopg.AsyncConnection) -> int:
