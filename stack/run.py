@@ -103,10 +103,10 @@ def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,
     backend = f"tcp://127.0.0.1:{ports.broker_backend}"
     portal_origins = f"http://127.0.0.1:{ports.portal},http://localhost:{ports.portal}"
 
-    def derived(**values: str) -> dict[str, str]:
+    def derived(**urls: str) -> dict[str, str]:
         # A URL the user set (tcp://0.0.0.0:6557, https://sync.example.com/sync) is passed
         # on as written; a bare port (OUTBOX_BROKER_FRONTEND=6557) only picks the port.
-        chosen = {k: mine if "://" in (mine := given(env, k) or "") else v for k, v in values.items()}
+        chosen = {k: mine if "://" in (mine := given(env, k) or "") else v for k, v in urls.items()}
         return {"DATABASE_URL": database_url, **chosen}
 
     def keyed(role_env: Callable[[KeySet], dict[str, str]]) -> dict[str, str]:

@@ -249,6 +249,9 @@ def test_dockerfile_builds_what_the_services_need():
     assert "npm ci" in text and "COPY --from=browser-deps /app/node_modules ./node_modules" in text
     assert "collectstatic --noinput" in text
     assert re.search(r"^USER (?!root)", text, re.M), "services should not run as root"
+    # The dependency layer installs from stub packages: one for each package pyproject.toml lists.
+    listed = re.findall(r'"(\w+)\*"', re.search(r"^include = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), re.M)[1])
+    assert "runtime" in listed and all(f"{name}/__init__.py" in text for name in listed), listed
     ignored = (ROOT / ".dockerignore").read_text().split()
     for path in (".git", ".venv", "node_modules", ".pgdata", "staticfiles", ".curve"):  # .curve: make run's keys
         assert path in ignored, path
