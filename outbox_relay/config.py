@@ -16,11 +16,8 @@ from typing import ClassVar, Mapping
 
 from runtime.curve import ClientKeys, public_of
 from runtime.settings import (
-    ADMIN, BROKER, RELAY, SettingError, client_keys, combined, default_of, missing, read, setting,
+    ADMIN, BROKER, RELAY, SettingError, client_keys, combined, missing, read, setting,
 )
-
-DEFAULT_FRONTEND = default_of("OUTBOX_BROKER_FRONTEND")
-DEFAULT_BACKEND = default_of("OUTBOX_BROKER_BACKEND")
 
 _PUBLISHER_KEYS = ("OUTBOX_RELAY_CURVE_SECRET_KEY", "OUTBOX_RELAY_BROKER_PUBLIC_KEY")
 

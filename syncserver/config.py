@@ -13,8 +13,6 @@ from runtime.settings import (
     DEV_SYNC_TOKEN_SECRET, SOCKJS_TRANSPORTS, SYNC, SettingError, client_keys, combined, default_of, read, setting,
 )
 
-ALL_TRANSPORTS = SOCKJS_TRANSPORTS
-DEV_SECRET = DEV_SYNC_TOKEN_SECRET
 _SUBSCRIBER_KEYS = ("SYNC_CURVE_SECRET_KEY", "SYNC_BROKER_PUBLIC_KEY")
 
 
@@ -27,11 +25,11 @@ def disabled_transports(enabled: tuple[str, ...] | None, disabled: tuple[str, ..
     if enabled is not None:
         if not enabled:
             raise SettingError("SYNC_TRANSPORTS must enable at least one transport")
-        return tuple(t for t in ALL_TRANSPORTS if t not in enabled)
+        return tuple(t for t in SOCKJS_TRANSPORTS if t not in enabled)
     if disabled is None:
         disabled = default_of("SYNC_DISABLED_TRANSPORTS")
-    off = tuple(t for t in ALL_TRANSPORTS if t in disabled)
-    if len(off) == len(ALL_TRANSPORTS):
+    off = tuple(t for t in SOCKJS_TRANSPORTS if t in disabled)
+    if len(off) == len(SOCKJS_TRANSPORTS):
         raise SettingError("SYNC_DISABLED_TRANSPORTS disables every transport")
     return off
 
@@ -68,7 +66,7 @@ class Config:
 
     def check(self) -> None:
         # After every value is parsed, so a malformed setting is reported as itself first.
-        if self.token_secret == DEV_SECRET and not self.development:
+        if self.token_secret == DEV_SYNC_TOKEN_SECRET and not self.development:
             raise SettingError("SYNC_TOKEN_SECRET is the development default, with which anyone can mint tokens: "
                                "set the secret the portal signs with, or SYNC_DEVELOPMENT=1 on a development"
                                " machine")
