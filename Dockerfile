@@ -17,11 +17,11 @@ WORKDIR /app
 # Dependencies first, so code edits do not reinstall them (the layer only depends on
 # pyproject.toml; the stub packages let setuptools resolve the package list).
 COPY pyproject.toml ./
-RUN mkdir portal outbox_relay syncserver stack \
-    && touch portal/__init__.py outbox_relay/__init__.py syncserver/__init__.py stack/__init__.py \
+RUN mkdir runtime portal outbox_relay syncserver stack \
+    && touch runtime/__init__.py portal/__init__.py outbox_relay/__init__.py syncserver/__init__.py stack/__init__.py \
     && pip install . \
     && pip uninstall -y cloud-checklist-sync \
-    && rm -rf portal outbox_relay syncserver stack build *.egg-info
+    && rm -rf runtime portal outbox_relay syncserver stack build *.egg-info
 
 COPY --from=browser-deps /app/node_modules ./node_modules
 COPY . .

@@ -34,7 +34,7 @@ from pathlib import Path
 import psycopg
 
 from bench import reference
-from stack.database import database_url, with_dbname
+from runtime.database import database_url, with_dbname
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL = ROOT / "migrations"

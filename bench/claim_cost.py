@@ -39,7 +39,7 @@ import psycopg
 from bench import pgsingle
 from bench.relay_bench import fill_backlog
 from outbox_relay.sequencer import CLAIM_SQL
-from stack.database import database_url, with_dbname
+from runtime.database import database_url, with_dbname
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "claim_cost.json"

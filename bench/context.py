@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import procs
+from runtime.tokens import mint
 from stack.keys import KeySet
-from syncserver.tokens import mint
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ def bench_url(env: dict[str, str] | None = None) -> str:
     explicit = env.get("BENCH_DATABASE_URL", "").strip()
     if explicit:
         return explicit
-    from stack.database import database_url, with_dbname
+    from runtime.database import database_url, with_dbname
 
     return with_dbname(database_url(), DEFAULT_DBNAME)
 

@@ -21,8 +21,8 @@ import psycopg
 import zmq
 
 from bench import capture_bench, reference
-from outbox_relay.curve import ClientKeys
-from stack.database import database_url, with_dbname
+from runtime.curve import ClientKeys
+from runtime.database import database_url, with_dbname
 from stack.keys import KeySet
 from tests.support.processes import Daemon, free_port, python_module
 

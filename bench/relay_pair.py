@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stack.database import database_url
+from runtime.database import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ONE_RUN = """
 import json, sys
 from bench import relay_bench as r
-from stack.database import database_url
+from runtime.database import database_url
 stack = r.Stack(r.make_db(database_url()))
 try:
     print("RESULT " + json.dumps(r.bench_latency(stack, 100.0, float(sys.argv[1]))))

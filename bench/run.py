@@ -67,7 +67,7 @@ class Run:
         from psycopg.conninfo import conninfo_to_dict
 
         from bench import relay_bench  # the relay engineer's drain and writer-overhead measurements
-        from stack.database import with_dbname
+        from runtime.database import with_dbname
 
         # Its scratch database is dropped and recreated: name it after ours, never theirs.
         relay_bench.DBNAME = f"{conninfo_to_dict(self.ctx.url).get('dbname', 'bench')}_relay"

@@ -16,7 +16,7 @@ import time
 
 import zmq
 
-from outbox_relay.curve import ClientKeys
+from runtime.curve import ClientKeys
 
 
 def seq_of(doc: dict) -> int | None:

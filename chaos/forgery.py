@@ -22,7 +22,7 @@ import psycopg
 import zmq
 import zmq.asyncio
 
-from outbox_relay.curve import ClientKeys
+from runtime.curve import ClientKeys
 from stack.keys import KeySet
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from runtime.backoff import Backoff
+
 from .db import topic_id
 
 log = logging.getLogger(__name__)
@@ -58,12 +60,12 @@ class Load:
     async def _writer(self, n: int) -> None:
         source = self.sources[n % len(self.sources)]
         conn: psycopg.AsyncConnection | None = None
-        backoff = 0.1
+        backoff = Backoff(first=0.1, cap=2.0)
         while not self._stop.is_set():
             try:
                 if conn is None or conn.closed:
                     conn = await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=3)
-                    backoff = 0.1
+                    backoff.reset()
                 await self._one_transaction(conn, source, n)
                 try:
                     await asyncio.wait_for(self._stop.wait(), 1.0 / self.rate)
@@ -74,8 +76,7 @@ class Load:
                 if conn is not None:
                     await conn.close()
                 conn = None
-                await asyncio.sleep(backoff)
-                backoff = min(2.0, backoff * 2)
+                await asyncio.sleep(backoff.next())
         if conn is not None:
             await conn.close()
 

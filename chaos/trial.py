@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from syncserver.tokens import mint
+from runtime.tokens import mint
 
 from . import db
 from .checker import Totals, check_all, misordered_rows, unsequenced_gaps

@@ -6,19 +6,15 @@ import os
 import signal
 import sys
 
-from outbox_relay.config import ConfigError, relay_config
-from outbox_relay.logs import setup_logging
+from outbox_relay.config import RelayConfig
+from runtime.database import embedded_url
+from runtime.logs import setup_logging
+from runtime.settings import exit_on_error
 
 
 def main() -> None:
-    try:
-        config = relay_config(os.environ)
-    except ConfigError as exc:
-        print(f"outbox-relay: {exc}", file=sys.stderr)
-        sys.exit(2)
+    config = exit_on_error("outbox-relay", RelayConfig, os.environ)
     setup_logging(config.log_level)
-    from stack.database import database_url, url_problem
-
     from outbox_relay import metrics
     from outbox_relay.relay import Relay
 
@@ -27,11 +23,7 @@ def main() -> None:
     except OSError as exc:
         print(f"outbox-relay: OUTBOX_RELAY_METRICS_PORT {config.metrics_port}: {exc}", file=sys.stderr)
         sys.exit(2)
-    dsn = database_url()
-    if problem := url_problem(dsn):
-        print(f"outbox-relay: {problem}", file=sys.stderr)
-        sys.exit(2)
-    relay = Relay(config, dsn)
+    relay = Relay(config, config.database_url or embedded_url())
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -11,10 +11,11 @@ import json
 import logging
 import os
 import sys
-from typing import Mapping
 
 from outbox_relay import operations
-from outbox_relay.config import DEFAULT_FRONTEND, ConfigError, relay_keys
+from outbox_relay.config import AdminConfig, publisher_keys
+from runtime.database import embedded_url
+from runtime.settings import SettingError, exit_on_error, refuse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -48,8 +49,8 @@ def add_replay_arguments(p: argparse.ArgumentParser) -> None:
     add_selection_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="show what would go out; send nothing")
     p.add_argument("--rate", type=_typed(operations.parse_rate), help="at most this many events per second, e.g. 100/s")
-    p.add_argument("--broker", default=os.environ.get("OUTBOX_RELAY_BROKER_URL", DEFAULT_FRONTEND),
-                   help="broker frontend to publish to (default: %(default)s)")
+    p.add_argument("--broker", help="broker frontend to publish to (default: OUTBOX_RELAY_BROKER_URL, whose"
+                                    f" default is {AdminConfig.broker_url})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -77,9 +78,10 @@ def _say(out, text: str) -> None:
     out.write(text + "\n")
 
 
-def run(args: argparse.Namespace, dsn: str, out=sys.stdout, env: Mapping[str, str] = os.environ) -> int:
-    """Run one command. ConfigError (replay without its keys) and operations.BrokerRefused
-    are the caller's to report."""
+def run(args: argparse.Namespace, dsn: str, out=sys.stdout, config: AdminConfig = AdminConfig()) -> int:
+    """Run one command; `config` has the broker and the publisher keys a replay uses.
+    SettingError (replay without its keys) and operations.BrokerRefused are the caller's
+    to report."""
     if args.cmd == "status":
         s = operations.status(dsn)
         _say(out, json.dumps(s.as_dict()) if args.json else operations.format_status(s))
@@ -97,8 +99,8 @@ def run(args: argparse.Namespace, dsn: str, out=sys.stdout, env: Mapping[str, st
             else:
                 _say(out, "dry run: would replay 0 events (nothing matches)")
         else:
-            result = operations.replay(dsn, args.broker, sel, curve=relay_keys(env), rate=args.rate,
-                                       progress=not args.no_progress)
+            result = operations.replay(dsn, args.broker or config.broker_url, sel, curve=publisher_keys(config.curve),
+                                       rate=args.rate, progress=not args.no_progress)
             _say(out, f"replayed {result.count} events, pos {result.first_pos}..{result.last_pos},"
                       f" {len(result.topics)} topics")
     elif args.cmd == "prune":
@@ -111,13 +113,11 @@ def run(args: argparse.Namespace, dsn: str, out=sys.stdout, env: Mapping[str, st
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from stack.database import database_url
-
+    config = exit_on_error("outbox-admin", AdminConfig, os.environ)
     try:
-        code = run(args, database_url())
-    except ConfigError as exc:
-        print(f"outbox-admin: {exc}", file=sys.stderr)
-        code = 2
+        code = run(args, config.database_url or embedded_url(), config=config)
+    except SettingError as exc:
+        refuse("outbox-admin", exc)
     except operations.BrokerRefused as exc:
         print(f"outbox-admin: {exc}", file=sys.stderr)
         code = 1

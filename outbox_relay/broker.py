@@ -29,8 +29,9 @@ import time
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from outbox_relay.config import BrokerConfig, ConfigError, broker_config, check_broker_keys
-from outbox_relay.logs import setup_logging
+from outbox_relay.config import BrokerConfig, check_broker_keys
+from runtime.logs import setup_logging
+from runtime.settings import exit_on_error
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +141,7 @@ class Broker:
 
 
 def main() -> None:
-    try:
-        config = broker_config(os.environ)
-    except ConfigError as exc:
-        print(f"outbox-broker: {exc}", file=sys.stderr)
-        sys.exit(2)
+    config = exit_on_error("outbox-broker", BrokerConfig, os.environ)
     setup_logging(config.log_level)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -16,9 +16,9 @@ from typing import Callable, Iterator, TextIO
 import psycopg
 import zmq
 
-from outbox_relay.curve import ClientKeys
 from outbox_relay.handshakes import HandshakeWatch
 from outbox_relay.leader import LEADER_ALIVE_SQL
+from runtime.curve import ClientKeys
 
 log = logging.getLogger(__name__)
 

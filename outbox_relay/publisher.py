@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import zmq
 
-from outbox_relay.curve import ClientKeys
 from outbox_relay.envelope import HEARTBEAT_TOPIC, encode_heartbeat
 from outbox_relay.handshakes import HandshakeWatch
+from runtime.curve import ClientKeys
 
 _HB_TOPIC = HEARTBEAT_TOPIC.encode()
 _MORE = zmq.SNDMORE | zmq.NOBLOCK

@@ -21,6 +21,7 @@ from outbox_relay import leader, metrics, sequencer
 from outbox_relay.config import RelayConfig
 from outbox_relay.listener import ARM_SQL, IN_PROGRESS_SQL, STILL_RUNNING_SQL, Listener
 from outbox_relay.publisher import Publisher
+from runtime.backoff import Backoff, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,16 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("relay started name=%s broker=%s", self.name, self.config.broker_url)
-        backoff = 0.2
+        backoff = Backoff(first=0.2, cap=5.0)
         while not stop.is_set():
             try:
                 await self._session(stop)
-                backoff = 0.2
+                backoff.reset()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._set_leader(False)
-                log.warning("relay lost its database session error=%r; retrying in %.1fs", str(exc).strip(), backoff)
-                await _sleep_or_stop(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = backoff.next()
+                log.warning("relay lost its database session error=%r; retrying in %.1fs", str(exc).strip(), delay)
+                await sleep_or_stop(stop, delay)
         log.info("relay stopped name=%s published_pos=%d", self.name, self.published_pos)
 
     def _set_leader(self, value: bool) -> None:
@@ -79,7 +80,7 @@ class Relay:
                 if not said_standby:
                     log.info("relay standby name=%s", self.name)
                     said_standby = True
-                await _sleep_or_stop(stop, self.config.lock_retry)
+                await sleep_or_stop(stop, self.config.lock_retry)
             if stop.is_set():
                 return
             await leader.record_leader(conn, self.name)
@@ -163,15 +164,14 @@ class Relay:
         return "poll"
 
     async def _reconnect_listener(self, listener: Listener, stop: asyncio.Event) -> None:
-        delay = 0.1
+        backoff = Backoff(first=0.1, cap=5.0)
         while not stop.is_set():
             try:
                 await listener.start()
                 return  # the caller's loop drains next: LISTEN, then drain
             except psycopg.OperationalError as exc:
                 log.warning("relay listener reconnect failed error=%r", str(exc).strip())
-                await _sleep_or_stop(stop, delay)
-                delay = min(delay * 2, 5.0)
+                await sleep_or_stop(stop, backoff.next())
 
     async def _republish(self, conn: psycopg.AsyncConnection, publisher: Publisher) -> None:
         """At-least-once after a takeover: send what the last leader may not have sent."""
@@ -215,7 +215,7 @@ class Relay:
                 # writers share. Waiting claim_interval lets rows gather: at most
                 # 1/claim_interval claims a second, each taking all that arrived meanwhile.
                 # An isolated event is not delayed: its claim comes straight from the ring.
-                await _sleep_or_stop(stop, self.config.claim_interval)
+                await sleep_or_stop(stop, self.config.claim_interval)
                 if stop.is_set():
                     return total
                 rows = await self._claim(conn)
@@ -263,11 +263,5 @@ class Relay:
                 cur = await conn.execute("SELECT count(*) FROM outbox WHERE pos IS NULL")
                 metrics.BACKLOG.set((await cur.fetchone())[0])
                 last_count = time.monotonic()
-            await _sleep_or_stop(stop, self.config.heartbeat_interval)
+            await sleep_or_stop(stop, self.config.heartbeat_interval)
 
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass

@@ -11,7 +11,7 @@ than the outbox's last_pos, and a position is skipped only when the outbox's ret
 watermark proves it pruned. A claim beyond the outbox is logged and counted
 (`outbox_subscriber_unfounded_claims_total`), not acted on.
 
-The connection to the broker is a CURVE client (outbox_relay/curve.py): the broker admits
+The connection to the broker is a CURVE client (runtime/curve.py): the broker admits
 only subscriber keys on its backend.
 
     sub = Subscriber(broker_url="tcp://127.0.0.1:5558", dsn=database_url(),
@@ -31,10 +31,11 @@ import zmq
 import zmq.asyncio
 from prometheus_client import Counter
 
-from outbox_relay.curve import ClientKeys
 from outbox_relay.envelope import EnvelopeError, Event, Heartbeat, decode, decode_message
 from outbox_relay.gaps import Action, Continuity, OutboxView, Skip
 from outbox_relay.handshakes import HandshakeWatch
+from runtime.backoff import Backoff
+from runtime.curve import ClientKeys
 
 log = logging.getLogger(__name__)
 
@@ -208,19 +209,19 @@ class Subscriber:
 
     async def _db_call(self, fn):
         """Run fn(conn) on the catch-up connection, reconnecting with backoff until it works."""
-        delay = 0.1
+        backoff = Backoff(first=0.1, cap=5.0)
         while True:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
                 return await fn(self._conn)
             except psycopg.OperationalError as exc:
+                delay = backoff.next()
                 log.warning("outbox read failed (%s); retrying in %.1fs", exc, delay)
                 if self._conn is not None:
                     await self._conn.close()
                     self._conn = None
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     @staticmethod
     async def _published_pos(conn: psycopg.AsyncConnection) -> int:

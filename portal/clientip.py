@@ -1,7 +1,7 @@
 """The client address of a request, for rate limits and lockouts.
 
 REMOTE_ADDR, unless it is one of PORTAL_TRUSTED_PROXIES: then the address that proxy
-reported in X-Forwarded-For (syncserver/peers.py has the rule). DRF's own throttles
+reported in X-Forwarded-For (runtime/peers.py has the rule). DRF's own throttles
 would take X-Forwarded-For from anyone (NUM_PROXIES unset), letting a client pick a fresh
 address per request; django-axes would see only the proxy. Both use this instead.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest
 
-from syncserver.peers import client_address
+from runtime.peers import client_address
 
 
 def client_ip(request: HttpRequest) -> str:

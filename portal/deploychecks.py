@@ -12,8 +12,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core import checks
 
-DEV_SECRET_KEY = "dev-insecure-portal-secret-change-me"
-DEV_SYNC_SECRET = "dev-insecure-sync-secret"  # syncserver.config.DEV_SECRET
+from runtime.settings import DEV_PORTAL_SECRET_KEY, DEV_SYNC_TOKEN_SECRET
 MIN_SECRET_LENGTH = 32
 
 
@@ -30,8 +29,9 @@ def development_secrets(app_configs=None, **kwargs) -> list[checks.CheckMessage]
     if settings.DEBUG:
         return []
     errors = []
-    for ident, name, value, dev in (("portal.E001", "PORTAL_SECRET_KEY", settings.SECRET_KEY, DEV_SECRET_KEY),
-                                    ("portal.E002", "SYNC_TOKEN_SECRET", settings.SYNC_TOKEN_SECRET, DEV_SYNC_SECRET)):
+    for ident, name, value, dev in (("portal.E001", "PORTAL_SECRET_KEY", settings.SECRET_KEY, DEV_PORTAL_SECRET_KEY),
+                                    ("portal.E002", "SYNC_TOKEN_SECRET", settings.SYNC_TOKEN_SECRET,
+                                     DEV_SYNC_TOKEN_SECRET)):
         problem = _secret_problem(name, value, dev)
         if problem:
             errors.append(checks.Error(

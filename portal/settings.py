@@ -1,39 +1,36 @@
 """Django settings for the Cloud Checklist portal.
 
-Environment variables (all optional): DATABASE_URL, PORTAL_SECRET_KEY, PORTAL_DEBUG,
-PORTAL_ALLOWED_HOSTS, SYNC_TOKEN_SECRET, SYNC_PUBLIC_URL, SYNC_TOKEN_TTL, and the web
-defences' PORTAL_TRUSTED_PROXIES, PORTAL_LOGIN_FAILURE_LIMIT, PORTAL_LOGIN_COOLOFF,
-PORTAL_RATE_*, PORTAL_RATELIMIT_DIR (README, docs/security.md).
+Every environment variable is read once, here, by the settings reader (portal/config.py
+lists them; README, "Configuration reference", documents them). A bad or unknown one
+raises ImproperlyConfigured with its one-line reason, before anything is served.
 """
 import hashlib
 import os
 import tempfile
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
-from outbox_relay.envvalues import env_value, parse_int
+from outbox_relay.config import AdminConfig
+from portal.config import PortalConfig
 from portal.cspsources import connect_origins
-from portal.rates import parse_rate
-from stack.database import database_url, django_database
-from syncserver.peers import parse_trusted
+from runtime.database import django_database, embedded_url
+from runtime.settings import SettingError, read
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+try:
+    _config = read(PortalConfig, os.environ)
+except SettingError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+
 # The defaults are for development only: with DEBUG off, portal/deploychecks.py refuses them.
-SECRET_KEY = os.environ.get("PORTAL_SECRET_KEY", "dev-insecure-portal-secret-change-me")
-DEBUG = os.environ.get("PORTAL_DEBUG", "1") == "1"
+SECRET_KEY = _config.secret_key
+DEBUG = _config.debug
 
-
-def _flag(raw: str) -> bool:
-    if raw not in ("0", "1"):
-        raise ValueError(f"{raw!r} is not 0 or 1")
-    return raw == "1"
-
-
-ALLOWED_HOSTS = [h for h in os.environ.get("PORTAL_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+ALLOWED_HOSTS = list(_config.allowed_hosts)
 
 # --- HTTPS (docs/security.md, "Web and transport defences") ---
 # PORTAL_HTTPS=1: browsers reach the portal over TLS, terminated here or by a proxy in
@@ -41,12 +38,11 @@ ALLOWED_HOSTS = [h for h in os.environ.get("PORTAL_ALLOWED_HOSTS", "127.0.0.1,lo
 # over TLS only, browsers are told to use TLS for a year (HSTS) and plain HTTP is
 # redirected. On by default when DEBUG is off; `make run` (DEBUG on, plain HTTP) leaves
 # it off; compose.yaml asks for it explicitly.
-HTTPS = env_value(os.environ, "PORTAL_HTTPS", not DEBUG, _flag)
+HTTPS = (not DEBUG) if _config.https is None else _config.https
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
 SECURE_SSL_REDIRECT = HTTPS
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
-SECURE_HSTS_SECONDS = env_value(os.environ, "PORTAL_HSTS_SECONDS", 31_536_000 if HTTPS else 0,
-                                partial(parse_int, low=0, high=2 * 31_536_000))
+SECURE_HSTS_SECONDS = (31_536_000 if HTTPS else 0) if _config.hsts_seconds is None else _config.hsts_seconds
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -107,7 +103,9 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": django_database(database_url())}
+# The server every part of the portal uses (the outbox commands and admin too: portal/outbox).
+DATABASE_URL = _config.database_url or embedded_url()
+DATABASES = {"default": django_database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -128,18 +126,13 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("PORTAL_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": _config.log_level},
 }
 
 # --- Brute force (docs/security.md, "Web and transport defences") ---
-def _rate(raw: str) -> str:
-    parse_rate(raw)  # refuse a malformed rate at start, not at the first request
-    return raw
-
-
 # Addresses (or CIDRs) of reverse proxies whose X-Forwarded-For is believed
 # (portal/clientip.py); nobody else's is.
-PORTAL_TRUSTED_PROXIES = env_value(os.environ, "PORTAL_TRUSTED_PROXIES", (), parse_trusted)
+PORTAL_TRUSTED_PROXIES = _config.trusted_proxies
 
 # django-axes: after AXES_FAILURE_LIMIT failed logins for one username, or from one client
 # address, every login for it (right password included) gets 429 until AXES_COOLOFF_TIME
@@ -148,9 +141,8 @@ AUTHENTICATION_BACKENDS = [
     "portal.lockout.LockoutBackend",  # django-axes' backend, for requests
     "django.contrib.auth.backends.ModelBackend",
 ]
-AXES_FAILURE_LIMIT = env_value(os.environ, "PORTAL_LOGIN_FAILURE_LIMIT", 5, partial(parse_int, low=1, high=1000))
-AXES_COOLOFF_TIME = timedelta(
-    seconds=env_value(os.environ, "PORTAL_LOGIN_COOLOFF", 900, partial(parse_int, low=1, high=7 * 86400)))
+AXES_FAILURE_LIMIT = _config.login_failure_limit
+AXES_COOLOFF_TIME = timedelta(seconds=_config.login_cooloff)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "portal.clientip.client_ip"
@@ -162,7 +154,7 @@ AXES_ENABLE_ADMIN = False
 
 # Rate-limit counters (portal/throttling.py): files shared by the portal's worker
 # processes on this host; one directory per checkout unless PORTAL_RATELIMIT_DIR says.
-_ratelimit_dir = os.environ.get("PORTAL_RATELIMIT_DIR", "").strip() or os.path.join(
+_ratelimit_dir = _config.ratelimit_dir or os.path.join(
     tempfile.gettempdir(), "cloud-checklist-ratelimit-" + hashlib.sha256(str(BASE_DIR).encode()).hexdigest()[:12])
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
@@ -189,9 +181,9 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # portal/throttling.py: which requests each rate counts, and how.
     "DEFAULT_THROTTLE_RATES": {
-        "sync_token": env_value(os.environ, "PORTAL_RATE_SYNC_TOKEN", "60/min", _rate),
-        "api_token_create": env_value(os.environ, "PORTAL_RATE_TOKEN_CREATE", "20/h", _rate),
-        "api_token_failure": env_value(os.environ, "PORTAL_RATE_TOKEN_FAILURES", "20/10m", _rate),
+        "sync_token": _config.rate_sync_token,
+        "api_token_create": _config.rate_token_create,
+        "api_token_failure": _config.rate_token_failures,
     },
 }
 SPECTACULAR_SETTINGS = {
@@ -211,10 +203,14 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Live sync ---
-SYNC_TOKEN_SECRET = os.environ.get("SYNC_TOKEN_SECRET", "dev-insecure-sync-secret")
-SYNC_TOKEN_TTL = int(os.environ.get("SYNC_TOKEN_TTL", "300"))
+SYNC_TOKEN_SECRET = _config.sync_token_secret
+SYNC_TOKEN_TTL = _config.sync_token_ttl
 # The SockJS endpoint browsers connect to (the sync server), as the browser sees it.
-SYNC_PUBLIC_URL = os.environ.get("SYNC_PUBLIC_URL", "http://127.0.0.1:8001/sync")
+SYNC_PUBLIC_URL = _config.sync_public_url
+
+# --- Outbox operations ---
+# Where the admin's "Replay" and `manage.py outbox_replay` publish, with which key (none: replay refused).
+OUTBOX_REPLAY = AdminConfig(broker_url=_config.replay_broker_url, curve=_config.replay_keys)
 
 # --- Content-Security-Policy (django-csp 4: one dict per policy) ---
 # Scripts and styles only from this origin, as files: no inline script or style, no eval.

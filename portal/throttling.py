@@ -27,7 +27,8 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from portal.clientip import client_ip
-from portal.rates import parse_rate
+from runtime.values import rate as parse_rate
+
 
 class PortalRateThrottle(SimpleRateThrottle):
     """A SimpleRateThrottle keyed by user (or client address when anonymous)."""

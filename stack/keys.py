@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from outbox_relay.config import BrokerConfig
-from outbox_relay.curve import ClientKeys, CurveKeyError, generate_secret, public_of, read_secret_file, write_keypair
+from runtime.curve import ClientKeys, CurveKeyError, generate_secret, public_of, read_secret_file, write_keypair
 
 ROLES = ("broker", "relay", "syncserver")
 

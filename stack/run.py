@@ -19,18 +19,16 @@ import re
 import signal
 import sys
 import threading
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, TextIO
+from typing import Callable, ClassVar, Iterator, Mapping, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-from outbox_relay.envvalues import env_value, parse_port
+from runtime import values
+from runtime.settings import RUN, SettingError, given, is_set, read, setting, value
 from stack.keys import KeyFileError, KeySet
-from stack.supervisor import (
-    ServiceFailed, ServiceSpec, Supervisor, duplicate_ports, port_of, taken_ports,
-)
+from stack.supervisor import ServiceFailed, ServiceSpec, Supervisor, duplicate_ports, taken_ports
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +50,24 @@ class StackError(RuntimeError):
 
 
 class ConfigError(StackError):
-    """A configuration variable has a bad value (exit code 2)."""
+    """The command line or the key directory is unusable (exit code 2, as a SettingError)."""
 
 
 # ---------------------------------------------------------------- configuration (pure)
 
 @dataclass(frozen=True)
 class Ports:
-    portal: int = 8000
-    sync: int = 8001
-    broker_frontend: int = 5557  # XSUB: publishers (relays) connect here
-    broker_backend: int = 5558   # XPUB: subscribers (sync servers) connect here
-    relay_metrics: int = 9101
+    """The ports `make run` binds, checks, waits on and prints. It refuses port 0 even where a
+    daemon accepts it (it must know every port; the relay's standbys take metrics port + 1,
+    + 2, ...), and takes a bare port for a broker address."""
+    COMPONENT: ClassVar[str] = RUN
+    ALSO_READS: ClassVar[tuple[str, ...]] = ("DATABASE_URL",)  # resolve_database
+
+    portal: int = setting("PORTAL_PORT", parse=values.port())
+    sync: int = setting("SYNC_PORT", parse=values.port())
+    broker_frontend: int = setting("OUTBOX_BROKER_FRONTEND", parse=values.address_port)  # XSUB: relays publish
+    broker_backend: int = setting("OUTBOX_BROKER_BACKEND", parse=values.address_port)    # XPUB: sync servers read
+    relay_metrics: int = setting("OUTBOX_RELAY_METRICS_PORT", parse=values.port())
 
     def bound_by(self, services: tuple[str, ...], relays: int = 1) -> list[tuple[str, int]]:
         """(what, port) for every port the given services bind, for the up-front check."""
@@ -78,41 +82,15 @@ class Ports:
         return [(what, port) for service, what, port in table if service in services]
 
 
-def _address_port(raw: str) -> int:
-    """The port of tcp://host:port, or a bare port; in range either way."""
-    if raw.isdigit():
-        return parse_port(raw)
-    try:
-        port = port_of(raw)[1]
-    except ValueError:
-        raise ValueError(f"{raw!r} is not an address like tcp://127.0.0.1:5557") from None
-    try:
-        return parse_port(str(port))
-    except ValueError as exc:
-        raise ValueError(f"{raw!r}: port {exc}") from None
-
-
 def ports_from_env(env: Mapping[str, str]) -> Ports:
     """The stack's ports from PORTAL_PORT, SYNC_PORT, OUTBOX_BROKER_FRONTEND/BACKEND
-    (tcp://host:port or a bare port) and OUTBOX_RELAY_METRICS_PORT."""
-    d = Ports()
-    # Port 0 is refused even where a daemon accepts it: `make run` must know every port it
-    # checks, waits on and prints (and the relay's standbys take metrics port + 1, + 2, ...).
-    try:
-        return Ports(
-            portal=env_value(env, "PORTAL_PORT", d.portal, parse_port),
-            sync=env_value(env, "SYNC_PORT", d.sync, parse_port),
-            broker_frontend=env_value(env, "OUTBOX_BROKER_FRONTEND", d.broker_frontend, _address_port),
-            broker_backend=env_value(env, "OUTBOX_BROKER_BACKEND", d.broker_backend, _address_port),
-            relay_metrics=env_value(env, "OUTBOX_RELAY_METRICS_PORT", d.relay_metrics, parse_port),
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    (tcp://host:port or a bare port) and OUTBOX_RELAY_METRICS_PORT; SettingError if bad."""
+    return read(Ports, env)
 
 
-def _unless_set(env: Mapping[str, str], values: dict[str, str]) -> dict[str, str]:
-    """values without the settings the user gave, as a value or as a _FILE."""
-    return {k: v for k, v in values.items() if not env.get(k, "").strip() and not env.get(f"{k}_FILE", "").strip()}
+def _unless_set(env: Mapping[str, str], derived: dict[str, str]) -> dict[str, str]:
+    """derived without the settings the user gave, as a value or as a _FILE."""
+    return {k: v for k, v in derived.items() if not is_set(env, k)}
 
 
 def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,
@@ -125,10 +103,10 @@ def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,
     backend = f"tcp://127.0.0.1:{ports.broker_backend}"
     portal_origins = f"http://127.0.0.1:{ports.portal},http://localhost:{ports.portal}"
 
-    def derived(**values: str) -> dict[str, str]:
+    def derived(**urls: str) -> dict[str, str]:
         # A URL the user set (tcp://0.0.0.0:6557, https://sync.example.com/sync) is passed
         # on as written; a bare port (OUTBOX_BROKER_FRONTEND=6557) only picks the port.
-        chosen = {k: env[k] if "://" in env.get(k, "") else v for k, v in values.items()}
+        chosen = {k: mine if "://" in (mine := given(env, k) or "") else v for k, v in urls.items()}
         return {"DATABASE_URL": database_url, **chosen}
 
     def keyed(role_env: Callable[[KeySet], dict[str, str]]) -> dict[str, str]:
@@ -252,16 +230,16 @@ def redact(url: str) -> str:
 # ---------------------------------------------------------------- the stack
 
 def resolve_database(env: Mapping[str, str]) -> str:
-    """DATABASE_URL from env, else the embedded server; StackError when it does not answer."""
+    """DATABASE_URL from env, else the embedded server; StackError when it does not answer
+    (SettingError when DATABASE_URL is malformed)."""
     import psycopg
 
-    url = env.get("DATABASE_URL", "").strip()
+    url = value(env, "DATABASE_URL")
     if not url:
-        from stack import database
+        from runtime import database
 
         # pgserver logs its whole server log on failure; our one line names the file instead.
         logging.getLogger("pgserver").setLevel(logging.CRITICAL)
-        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         try:
             url = database.embedded_url()
         except Exception as exc:  # noqa: BLE001 - pgserver raises many kinds; all are fatal here
@@ -278,7 +256,7 @@ def resolve_database(env: Mapping[str, str]) -> str:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise StackError(f"PostgreSQL is not reachable at {redact(url)}: {first}") from exc
     if built_before_squash:
-        hint = "make stop-db && rm -rf .pgdata" if not env.get("DATABASE_URL", "").strip() else "drop and create it"
+        hint = "make stop-db && rm -rf .pgdata" if given(env, "DATABASE_URL") is None else "drop and create it"
         raise StackError(f"the database at {redact(url)} was built by the outbox migrations from before they were"
                          f" squashed (never released) and cannot be migrated; make it again: {hint}")
     return url
@@ -334,7 +312,7 @@ class Stack:
         dups = duplicate_ports(wanted)
         if dups:
             first, second, port = dups[0]
-            raise ConfigError(f"{first} and {second} are both set to port {port}")
+            raise SettingError(f"{first} and {second} are both set to port {port}")
         taken = taken_ports(wanted)
         if taken:
             listed = ", ".join(f"{port} ({what})" for what, port in taken)
@@ -464,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack = Stack(services=tuple(s.strip() for s in args.services.split(",") if s.strip()),
                       relays=args.relays, seed=not args.no_seed, color=sys.stdout.isatty(), keys_dir=args.keys_dir)
-    except ConfigError as exc:
+    except (ConfigError, SettingError) as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 2
 
@@ -485,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         stack.start()
-    except ConfigError as exc:
+    except (ConfigError, SettingError) as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 2
     except StackError as exc:

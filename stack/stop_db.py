@@ -1,6 +1,6 @@
 """`make stop-db`: stop the embedded PostgreSQL that `make run` left running.
 
-stack.database starts pgserver with cleanup_mode=None, so the server outlives `make run`
+runtime.database starts pgserver with cleanup_mode=None, so the server outlives `make run`
 (data persists, the next start is instant). This stops it the way `pg_ctl stop -m fast`
 does: SIGINT to the postmaster named in .pgdata/postmaster.pid (fast shutdown: active
 sessions are ended, everything committed is on disk), then wait for it to exit. Signalling
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from stack.database import EMBEDDED_PGDATA
+from runtime.database import EMBEDDED_PGDATA
 
 
 def postmaster_pid(pgdata: Path) -> int | None:

@@ -9,23 +9,18 @@ import os
 import signal
 import sys
 
-from syncserver.config import ConfigError, from_env
+from runtime.database import embedded_url
+from runtime.settings import exit_on_error
+from syncserver.config import Config
 
 log = logging.getLogger("syncserver")
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("SYNC_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = from_env(os.environ)
-    except ConfigError as exc:
-        print(f"syncserver: {exc}", file=sys.stderr)
-        sys.exit(2)
+    config = exit_on_error("syncserver", Config, os.environ)
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not config.database_url:
-        from stack.database import database_url
-
-        config = dataclasses.replace(config, database_url=database_url())
+        config = dataclasses.replace(config, database_url=embedded_url())
     sys.exit(asyncio.run(serve(config)))
 
 

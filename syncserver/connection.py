@@ -13,7 +13,8 @@ import time
 
 from sockjs.tornado import SockJSConnection
 
-from syncserver import metrics, protocol, tokens, wsframe
+from runtime import tokens
+from syncserver import metrics, protocol, wsframe
 from syncserver.hub import Prepared
 from syncserver.protocol import ProtocolError
 from syncserver.ratelimit import TokenBucket

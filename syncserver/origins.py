@@ -7,32 +7,7 @@ from the token anyway. "null" (sandboxed frames, file://) is never allowed.
 """
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def normalize_origin(origin: str, strict: bool = False) -> str:
-    """scheme://host[:port] in lower case, default port dropped.
-
-    >>> normalize_origin("HTTP://LocalHost:80")
-    'http://localhost'
-    """
-    parts = urlsplit(origin.strip())
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ValueError(f"{origin!r} is not an http(s) origin")
-    if strict and (parts.path not in ("", "/") or parts.query or parts.fragment or parts.username):
-        raise ValueError(f"{origin!r} is not a bare origin (scheme://host[:port])")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"{origin!r} has an invalid port") from None
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    if port is None or port == _DEFAULT_PORTS[parts.scheme]:
-        return f"{parts.scheme}://{host}"
-    return f"{parts.scheme}://{host}:{port}"
+from runtime.values import origin as normalize_origin  # scheme://host[:port], lower case, no default port
 
 
 class OriginPolicy:

@@ -31,7 +31,7 @@ A session is bound to its peer: the address that opened it is the only one that 
 it (xhr, xhr_streaming, eventsource: sockjs-tornado's verify_ip) or write it (xhr_send,
 ours). Behind a reverse proxy every request comes from the proxy, which made the binding
 meaningless (anyone behind the proxy could read and write anyone's session). So the peer
-is the request's client address as syncserver/peers.py finds it: X-Forwarded-For is
+is the request's client address as runtime/peers.py finds it: X-Forwarded-For is
 believed only from SYNC_TRUSTED_PROXIES, and `request.remote_ip` is replaced by that
 address before any handler looks at it.
 """
@@ -49,8 +49,8 @@ from sockjs.tornado.transports.htmlfile import HTMLFILE_HEAD
 from sockjs.tornado.util import bytes_to_str
 from tornado.web import HTTPError
 
+from runtime.peers import Network, client_address
 from syncserver.origins import OriginPolicy
-from syncserver.peers import Network, client_address
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from stack.database import database_url, with_dbname
+from runtime.database import database_url, with_dbname
 from tests.support.processes import Daemon
 
 

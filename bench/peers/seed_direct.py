@@ -23,7 +23,7 @@ import zmq
 
 from bench.writer import paced_write
 from outbox_relay.config import relay_keys
-from outbox_relay.curve import ClientKeys
+from runtime.curve import ClientKeys
 
 TABLE = "bench_seed_item"
 

@@ -9,16 +9,17 @@ since matching on a value discloses it).
 from __future__ import annotations
 
 import logging
-import os
 
 import psycopg
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db import connection
 
 from outbox_relay import operations
-from outbox_relay.config import DEFAULT_FRONTEND, ConfigError, relay_keys
+from outbox_relay.config import publisher_keys
 from portal.outbox.models import OutboxEvent
-from stack.database import database_url, with_dbname
+from runtime.database import with_dbname
+from runtime.settings import SettingError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ PAYLOAD_FIELDS = frozenset({"data", "changed", "actor", "request_id"})
 
 
 def _dsn() -> str:
-    return with_dbname(database_url(), connection.settings_dict["NAME"])
+    # Django's database (its name differs under the test runner) on the configured server.
+    return with_dbname(settings.DATABASE_URL, connection.settings_dict["NAME"])
 
 
 @admin.register(OutboxEvent)
@@ -83,12 +85,13 @@ class OutboxEventAdmin(admin.ModelAdmin):
     def replay_selected(self, request, queryset) -> None:
         ids = tuple(queryset.filter(pos__isnull=False).values_list("id", flat=True))
         skipped = queryset.count() - len(ids)
-        broker = os.environ.get("OUTBOX_RELAY_BROKER_URL", DEFAULT_FRONTEND)
+        broker = settings.OUTBOX_REPLAY.broker_url
         try:
             # The relay's publisher key: without it (the portal is not given one by
             # default in a deployment) replay is refused here, not by the broker.
-            result = operations.replay(_dsn(), broker, operations.Selection(ids=ids), curve=relay_keys(os.environ))
-        except (psycopg.Error, OSError, ConfigError, operations.BrokerRefused) as exc:
+            result = operations.replay(_dsn(), broker, operations.Selection(ids=ids),
+                                       curve=publisher_keys(settings.OUTBOX_REPLAY.curve))
+        except (psycopg.Error, OSError, SettingError, operations.BrokerRefused) as exc:
             self.message_user(request, f"Replay failed: {exc}", messages.ERROR)
             return
         msg = f"Replayed {result.count} events (pos {result.first_pos}..{result.last_pos}) to {broker}."

@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stack.database import database_url, with_dbname
+from runtime.database import database_url, with_dbname
 from stack.keys import KeySet
 from stack.run import Stack
 from tests.acceptance import clients, pages

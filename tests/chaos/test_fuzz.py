@@ -20,7 +20,7 @@ from chaos.load import Load
 from chaos.recorder import start_clients
 from chaos.sockjs import SessionClosed, http_post, make_transport
 from chaos.trial import _snapshot_fn
-from syncserver.tokens import mint
+from runtime.tokens import mint
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LEAK_TYPES = {"events", "recovered", "subscribed", "authed"}

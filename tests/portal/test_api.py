@@ -305,7 +305,7 @@ def test_session_auth_enforces_csrf(alice):
 # --- sync tokens --------------------------------------------------------------------
 
 def test_sync_token_for_viewable_topics(carol, checklist, client_for, settings):
-    from syncserver.tokens import verify
+    from runtime.tokens import verify
 
     r = client_for(carol).post("/api/sync/token/", {"topics": [checklist.topic]}, format="json")
     assert r.status_code == 200, r.content
@@ -316,7 +316,7 @@ def test_sync_token_for_viewable_topics(carol, checklist, client_for, settings):
 
 
 def test_sync_token_defaults_to_all_visible(bob, checklist, client_for, settings):
-    from syncserver.tokens import verify
+    from runtime.tokens import verify
 
     r = client_for(bob).post("/api/sync/token/", {}, format="json")
     assert r.status_code == 200

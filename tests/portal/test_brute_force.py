@@ -106,7 +106,7 @@ def test_a_forged_x_forwarded_for_does_not_escape_the_address_lockout(alice, bob
 
 
 def test_behind_a_trusted_proxy_clients_are_told_apart(alice, bob, settings):
-    from syncserver.peers import parse_trusted
+    from runtime.peers import parse_trusted
 
     settings.PORTAL_TRUSTED_PROXIES = parse_trusted("192.0.2.10")
     for i in range(LIMIT):

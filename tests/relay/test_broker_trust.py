@@ -9,7 +9,7 @@ import psycopg
 import pytest
 import zmq
 
-from outbox_relay.curve import ClientKeys
+from runtime.curve import ClientKeys
 from stack.keys import KeySet
 from tests.relay.conftest import emit, relay_state, wait_until
 

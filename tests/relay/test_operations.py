@@ -10,6 +10,7 @@ import zmq
 from django.core.management import call_command
 
 from outbox_relay import admin_cli, operations
+from outbox_relay.config import AdminConfig
 from tests.relay.conftest import emit
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -151,10 +152,9 @@ def test_a_bad_replay_rate_is_a_usage_error(given, capsys):
     assert exc.value.code == 2 and "--rate" in capsys.readouterr().err
 
 
-def test_admin_lists_outbox_with_relay_status_and_replays(stack, listening, client, django_user_model, monkeypatch):
-    monkeypatch.setenv("OUTBOX_RELAY_BROKER_URL", stack.frontend)
-    for name, value in stack.keys.relay_env().items():
-        monkeypatch.setenv(name, value)
+def test_admin_lists_outbox_with_relay_status_and_replays(stack, listening, client, django_user_model, settings):
+    # The portal reads OUTBOX_RELAY_BROKER_URL and the relay's keys at start (portal/settings.py).
+    settings.OUTBOX_REPLAY = AdminConfig(broker_url=stack.frontend)  # no publisher key: refused, named
     emit(stack.db_url, 3, topic="checklist:5")
     pos = sequence_all(stack.db_url)
     admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
@@ -165,6 +165,10 @@ def test_admin_lists_outbox_with_relay_status_and_replays(stack, listening, clie
     assert f"<td>{pos[-1]}</td>" in html  # last assigned pos in the status box
     from portal.outbox.models import OutboxEvent
     ids = list(OutboxEvent.objects.filter(pos__in=pos[:2]).values_list("id", flat=True))
+    resp = client.post("/admin/outbox/outboxevent/", {"action": "replay_selected", "_selected_action": ids}, follow=True)
+    assert "Replay failed: OUTBOX_RELAY_CURVE_SECRET_KEY (or OUTBOX_RELAY_CURVE_SECRET_KEY_FILE) is not set" \
+        in resp.content.decode()
+    settings.OUTBOX_REPLAY = AdminConfig(broker_url=stack.frontend, curve=stack.keys.publisher())
     resp = client.post("/admin/outbox/outboxevent/", {"action": "replay_selected", "_selected_action": ids}, follow=True)
     assert "Replayed 2 events" in resp.content.decode()
     assert sorted(m["pos"] for _, m in receive_all(listening)) == pos[:2]

@@ -4,8 +4,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from outbox_relay import envelope, operations
-from outbox_relay.config import ConfigError, RelayConfig, broker_config, relay_config
+from outbox_relay.config import RelayConfig, broker_config, relay_config
 from outbox_relay.gaps import Action, Continuity, OutboxView, Skip
+from runtime.settings import SettingError
 from stack.keys import KeySet
 
 KEYS = KeySet.generate()
@@ -89,7 +90,7 @@ def test_relay_config_defaults_and_parsing():
     ({"OUTBOX_RELAY_BATCHSIZE": "5"}, "unknown setting"),
 ])
 def test_relay_config_rejects_bad_values(env, needle):
-    with pytest.raises(ConfigError, match=needle) as info:
+    with pytest.raises(SettingError, match=needle) as info:
         relay_config(env)
     assert "\n" not in str(info.value)
 
@@ -104,7 +105,7 @@ def test_relay_config_rejects_bad_values(env, needle):
     ({"OUTBOX_RELAY_POLL_INTERVAL": "nan"}, "OUTBOX_RELAY_POLL_INTERVAL='nan' is not a finite number of seconds"),
 ])
 def test_relay_config_messages_give_the_name_and_the_value(env, message):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(SettingError) as info:
         relay_config(env)
     assert str(info.value) == message
 
@@ -114,7 +115,7 @@ def test_broker_config():
     assert (cfg.frontend, cfg.backend) == ("tcp://127.0.0.1:5557", "tcp://127.0.0.1:5558")
     assert cfg.publishers == {KEYS.relay_public} and cfg.subscribers == {KEYS.syncserver_public}
     assert cfg.public_key == KEYS.broker_public and KEYS.broker not in repr(cfg)
-    with pytest.raises(ConfigError):
+    with pytest.raises(SettingError):
         broker_config({"OUTBOX_BROKER_FRONTEND": "tcp://127.0.0.1:1", "OUTBOX_BROKER_BACKEND": "tcp://127.0.0.1:1",
                        **KEYS.broker_env()})
 

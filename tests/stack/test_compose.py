@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from runtime.settings import COMPOSE as COMPOSE_FILE, PORTAL, PREFIXES, REGISTRY, SYNC, SettingError
 from stack.keys import KeySet
 from stack.supervisor import port_of
 from tests.support.processes import ROOT
@@ -42,15 +43,9 @@ def env_of(service: str) -> dict[str, str]:
     return {k: interpolate(str(v)) for k, v in (SERVICES[service].get("environment") or {}).items()}
 
 
-def read_env_names(*paths: str) -> set[str]:
-    """Variable names the given source files look up in the environment or a mapping."""
-    names: set[str] = set()
-    for path in paths:
-        text = (ROOT / path).read_text()
-        names |= set(re.findall(r"""(?:environ|env)(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]*)["']""", text))
-        # _int(env, "NAME", ...), env_value(os.environ, "NAME", ...)
-        names |= set(re.findall(r"""\(\s*(?:env|os\.environ)\s*,\s*["']([A-Z][A-Z0-9_]*)["']""", text))
-    return names
+def read_by(component: str) -> set[str]:
+    """The variables the settings registry says `component` reads."""
+    return {name for name, s in REGISTRY.items() if component in s.readers}
 
 
 def test_services_and_relay_replicas():
@@ -88,12 +83,12 @@ def test_every_command_runs_code_of_ours(service):
 
 
 def test_broker_and_relay_settings_parse_with_the_code_that_reads_them():
-    from outbox_relay.config import ConfigError, broker_config, relay_config
+    from outbox_relay.config import broker_config, relay_config
 
     # The parsers reject unknown prefixed names, so parsing is the name check too.
-    with pytest.raises(ConfigError):
+    with pytest.raises(SettingError):
         relay_config({"OUTBOX_RELAY_NOT_A_SETTING": "1"})
-    with pytest.raises(ConfigError):
+    with pytest.raises(SettingError):
         broker_config({"OUTBOX_BROKER_NOT_A_SETTING": "1"})
     broker = broker_config(env_of("broker"))
     relay = relay_config(env_of("relay"))
@@ -125,7 +120,7 @@ def test_broker_keys_are_required_from_the_environment_and_fit_together():
     assert set(REQUIRED) == set(CURVE_SETTINGS.values())
     # With what `python -m stack.keys` prints, the relay's key may publish and the sync server's subscribe.
     from outbox_relay.config import broker_config, relay_config
-    from outbox_relay.curve import public_of
+    from runtime.curve import public_of
     from syncserver.config import from_env
 
     broker, relay, sync = broker_config(env_of("broker")), relay_config(env_of("relay")), from_env(env_of("syncserver"))
@@ -150,15 +145,29 @@ def test_syncserver_settings_parse_with_the_code_that_reads_them():
     config = from_env(env_of("syncserver"))
     assert config.host == "0.0.0.0"
     assert port_of(config.broker_url) == ("broker", port_of(env_of("broker")["OUTBOX_BROKER_BACKEND"])[1])
-    accepted = read_env_names("syncserver/config.py", "syncserver/__main__.py")
+    accepted = read_by(SYNC)
     assert set(env_of("syncserver")) <= accepted, set(env_of("syncserver")) - accepted
 
 
 @pytest.mark.parametrize("service", ["portal", "migrate"])
 def test_portal_settings_names_are_read_by_the_settings(service):
-    accepted = read_env_names("portal/settings.py", "stack/database.py")
-    assert "DATABASE_URL" in accepted and "SYNC_PUBLIC_URL" in accepted  # the parser works
+    from portal.config import PortalConfig
+    from runtime.settings import read
+
+    accepted = read_by(PORTAL)
+    assert "DATABASE_URL" in accepted and "SYNC_PUBLIC_URL" in accepted
     assert set(env_of(service)) <= accepted, set(env_of(service)) - accepted
+    given = {k: "1" if v == f"<{k}>" else v for k, v in env_of(service).items()}  # what the user must set
+    read(PortalConfig, given)  # and each value parses
+
+
+def test_compose_variables_with_our_prefixes_are_settings_the_registry_knows():
+    """Users export these for compose; `make run` and the daemons must not refuse them as unknown."""
+    text = (ROOT / "compose.yaml").read_text()
+    ours = {name for name in re.findall(r"\$\{([A-Z0-9_]+)", text) if name.startswith(PREFIXES)}
+    assert ours and ours <= set(REGISTRY), ours - set(REGISTRY)
+    only_compose = ours - {name for service in APP_SERVICES for name in env_of(service)}
+    assert all(COMPOSE_FILE in REGISTRY[name].readers for name in only_compose), only_compose
 
 
 def test_shared_secret_and_public_addresses_agree():
@@ -240,6 +249,9 @@ def test_dockerfile_builds_what_the_services_need():
     assert "npm ci" in text and "COPY --from=browser-deps /app/node_modules ./node_modules" in text
     assert "collectstatic --noinput" in text
     assert re.search(r"^USER (?!root)", text, re.M), "services should not run as root"
+    # The dependency layer installs from stub packages: one for each package pyproject.toml lists.
+    listed = re.findall(r'"(\w+)\*"', re.search(r"^include = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), re.M)[1])
+    assert "runtime" in listed and all(f"{name}/__init__.py" in text for name in listed), listed
     ignored = (ROOT / ".dockerignore").read_text().split()
     for path in (".git", ".venv", "node_modules", ".pgdata", "staticfiles", ".curve"):  # .curve: make run's keys
         assert path in ignored, path

@@ -7,8 +7,9 @@ import stat
 import pytest
 import zmq
 
-from outbox_relay import curve
-from outbox_relay.config import ConfigError, relay_keys
+from outbox_relay.config import relay_keys
+from runtime import curve
+from runtime.settings import SettingError
 from stack.keys import KeyFileError, KeySet
 
 
@@ -79,11 +80,11 @@ def test_a_secret_key_from_a_file_a_certificate_or_a_bare_value(tmp_path):
     env = {"OUTBOX_RELAY_BROKER_PUBLIC_KEY": keys.broker_public}
     assert relay_keys({**env, "OUTBOX_RELAY_CURVE_SECRET_KEY_FILE": str(bare)}) == keys.publisher()
     assert relay_keys({**env, "OUTBOX_RELAY_CURVE_SECRET_KEY_FILE": str(secret_file)}) == keys.publisher()
-    with pytest.raises(ConfigError, match="OUTBOX_RELAY_CURVE_SECRET_KEY_FILE: .*no such file"):
+    with pytest.raises(SettingError, match="OUTBOX_RELAY_CURVE_SECRET_KEY_FILE: .*no such file"):
         relay_keys({**env, "OUTBOX_RELAY_CURVE_SECRET_KEY_FILE": str(tmp_path / "nope")})
-    with pytest.raises(ConfigError, match="not both"):
+    with pytest.raises(SettingError, match="not both"):
         relay_keys({**env, "OUTBOX_RELAY_CURVE_SECRET_KEY_FILE": str(bare), "OUTBOX_RELAY_CURVE_SECRET_KEY": keys.relay})
-    with pytest.raises(ConfigError, match="OUTBOX_RELAY_BROKER_PUBLIC_KEY is not set"):
+    with pytest.raises(SettingError, match="OUTBOX_RELAY_BROKER_PUBLIC_KEY is not set"):
         relay_keys({"OUTBOX_RELAY_CURVE_SECRET_KEY": keys.relay})
 
 

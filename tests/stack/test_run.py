@@ -13,6 +13,7 @@ import urllib.request
 import psycopg
 import pytest
 
+from runtime.settings import SettingError
 from stack import run
 from stack.keys import KeySet
 from stack.run import Ports, parse_demo_users, ports_from_env, redact, service_specs
@@ -38,12 +39,12 @@ def test_ports_default_and_from_env():
     ("OUTBOX_RELAY_METRICS_PORT", "0"),
 ])
 def test_bad_port_values_name_the_variable(name, value):
-    with pytest.raises(run.ConfigError, match=name):
+    with pytest.raises(SettingError, match=name):
         ports_from_env({name: value})
 
 
 def test_a_port_inside_an_address_is_range_checked():
-    with pytest.raises(run.ConfigError) as err:
+    with pytest.raises(SettingError) as err:
         ports_from_env({"OUTBOX_BROKER_BACKEND": "tcp://127.0.0.1:70000"})
     assert str(err.value) == "OUTBOX_BROKER_BACKEND='tcp://127.0.0.1:70000': port 70000 is out of range [1, 65535]"
 

@@ -26,10 +26,10 @@ import zmq
 import zmq.asyncio
 
 from outbox_relay.broker import Broker
-from outbox_relay.curve import ClientKeys
 from outbox_relay.envelope import decode, encode_heartbeat
+from runtime import tokens
+from runtime.curve import ClientKeys
 from stack.keys import KeySet
-from syncserver import tokens
 from syncserver.app import SyncServer
 from syncserver.config import Config
 from tests.support.processes import free_port

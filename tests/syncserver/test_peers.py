@@ -1,4 +1,4 @@
-"""The client address behind reverse proxies (syncserver/peers.py), against a small model."""
+"""The client address behind reverse proxies (runtime/peers.py), against a small model."""
 from __future__ import annotations
 
 import doctest
@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 from hypothesis import given, strategies as st
 
-from syncserver import peers
+from runtime import peers
 
 TRUSTED = peers.parse_trusted("10.0.0.0/8, 192.0.2.7, 2001:db8::/32")
 proxies = st.one_of(st.integers(0, 2**24 - 1).map(lambda n: str(ipaddress.IPv4Address(0x0A000000 + n))),

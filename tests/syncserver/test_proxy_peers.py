@@ -12,7 +12,7 @@ import json
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from syncserver.peers import parse_trusted
+from runtime.peers import parse_trusted
 from tests.syncserver.client import session_path
 from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
 

@@ -9,9 +9,11 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from runtime import tokens
+from runtime.settings import SettingError
 from stack.keys import KeySet
-from syncserver import protocol, tokens
-from syncserver.config import ConfigError, from_env
+from syncserver import protocol
+from syncserver.config import from_env
 from syncserver.hub import CatchUpResult, Hub, removes, revoked_users
 from syncserver.origins import OriginPolicy, normalize_origin
 from syncserver.ratelimit import TokenBucket
@@ -94,7 +96,7 @@ def test_config_defaults_and_validation():
                 {"SYNC_MAX_SUBSCRIPTIONS": "0"}, {"SYNC_RECENT_EVENTS": "-1"}, {"SYNC_MAX_MESSAGE_BYTES": "10"},
                 {"SYNC_COALESCE_MS": "1001"}, {"SYNC_COALESCE_MS": "x"},
                 {"SYNC_CURVE_SECRET_KEY": ""}, {"SYNC_BROKER_PUBLIC_KEY": "nope"}):
-        with pytest.raises(ConfigError):
+        with pytest.raises(SettingError):
             from_env({**ENV, **bad})
 
 
@@ -426,16 +428,16 @@ def test_the_spliced_browser_envelope_equals_the_re_encoded_one(actor, request_i
 def test_the_development_token_secret_needs_the_development_flag():
     prod = {"DATABASE_URL": "postgresql://x/y", **KEYS.sync_env()}
     for env in (prod, {**prod, "SYNC_TOKEN_SECRET": "dev-insecure-sync-secret"}, {**prod, "SYNC_DEVELOPMENT": "0"}):
-        with pytest.raises(ConfigError, match="SYNC_TOKEN_SECRET is the development default"):
+        with pytest.raises(SettingError, match="SYNC_TOKEN_SECRET is the development default"):
             from_env(env)
     assert from_env({**prod, "SYNC_DEVELOPMENT": "1"}).development
     assert from_env({**prod, "SYNC_TOKEN_SECRET": "a-real-secret"}).token_secret == "a-real-secret"
-    with pytest.raises(ConfigError, match="SYNC_DEVELOPMENT"):
+    with pytest.raises(SettingError, match="SYNC_DEVELOPMENT"):
         from_env({**prod, "SYNC_DEVELOPMENT": "yes"})
 
 
 def test_trusted_proxies_setting():
     assert from_env({**ENV, "SYNC_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7"}).trusted_proxies[1].num_addresses == 1
     assert from_env(ENV).trusted_proxies == ()
-    with pytest.raises(ConfigError, match="SYNC_TRUSTED_PROXIES"):
+    with pytest.raises(SettingError, match="SYNC_TRUSTED_PROXIES"):
         from_env({**ENV, "SYNC_TRUSTED_PROXIES": "proxy.internal"})

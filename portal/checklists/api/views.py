@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from portal import provenance
 from portal.apitokens.models import ApiToken
 from portal.throttling import SyncTokenThrottle
-from syncserver import tokens
+from runtime import tokens
 
 from .. import permissions, services
 from ..models import Checklist, Item, Membership, checklist_topic

@@ -1,9 +1,10 @@
 import argparse
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from outbox_relay import admin_cli, operations
-from outbox_relay.config import ConfigError
+from runtime.settings import SettingError
 
 from ._relay import django_dsn
 
@@ -16,6 +17,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         try:
-            admin_cli.run(argparse.Namespace(cmd="replay", **opts), django_dsn(), out=self.stdout)
-        except (ConfigError, operations.BrokerRefused) as exc:
+            admin_cli.run(argparse.Namespace(cmd="replay", **opts), django_dsn(), out=self.stdout,
+                          config=settings.OUTBOX_REPLAY)
+        except (SettingError, operations.BrokerRefused) as exc:
             raise CommandError(str(exc)) from None

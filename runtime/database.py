@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
+from types import ModuleType
+from typing import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -18,19 +21,41 @@ EMBEDDED_DBNAME = "checklist"
 _embedded = None  # the pgserver handle; kept alive for the life of this process
 
 
-def database_url() -> str:
-    """The PostgreSQL URL to use, starting the embedded server if DATABASE_URL is unset."""
-    url = os.environ.get("DATABASE_URL", "").strip()
-    if url:
-        return url
-    return embedded_url()
+def database_url(env: Mapping[str, str] | None = None) -> str:
+    """The PostgreSQL URL to use, starting the embedded server if DATABASE_URL is unset.
+
+    SettingError (runtime/settings.py) for a malformed DATABASE_URL.
+    """
+    from runtime.settings import value  # settings imports this module for its parser
+
+    return value(os.environ if env is None else env, "DATABASE_URL") or embedded_url()
+
+
+def load_pgserver() -> ModuleType:
+    """The pgserver module (imported lazily: only needed without DATABASE_URL).
+
+    pgserver asks platformdirs for the user's runtime directory while it is imported (for
+    its start-up lock and a socket directory). Without a login session (CI, containers, su)
+    XDG_RUNTIME_DIR is unset: platformdirs then warns, on every command, and uses a private
+    directory of its own that it has checked (mode 0700, ours: /run/user/<uid> or
+    <tmp>/runtime-<uid>), which is where that lock belongs. Nothing for the user to do, so
+    that one warning, and only while pgserver is imported, is not shown.
+    """
+    import platformdirs
+
+    with warnings.catch_warnings():
+        category = getattr(platformdirs, "RuntimeDirWarning", None)  # older platformdirs have no such warning
+        if category is not None:
+            warnings.simplefilter("ignore", category)
+        import pgserver
+    return pgserver
 
 
 def embedded_url() -> str:
     global _embedded
-    import pgserver  # imported lazily: only needed without DATABASE_URL
     import psycopg
 
+    pgserver = load_pgserver()
     if _embedded is None:
         # pgserver logs its handle bookkeeping at INFO from an atexit hook, after test
         # runners have closed their streams ("--- Logging error ---" noise at exit).
@@ -73,14 +98,15 @@ def with_dbname(url: str, dbname: str) -> str:
     return make_conninfo(**params)
 
 
-def url_problem(url: str) -> str | None:
-    """Why `url` is not a usable libpq connection string, or None. Daemons call this at
-    start so a typo is a one-line error, not a traceback on the first query."""
+def postgres_url(url: str) -> str:
+    """`url` if it is a usable libpq connection string (URL or key=value), else ValueError.
+    The settings reader parses DATABASE_URL with it, so a typo is a one-line error at start,
+    not a traceback on the first query. The message does not repeat the URL (a password)."""
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict
 
     try:
         conninfo_to_dict(url)
     except ProgrammingError as exc:
-        return f"DATABASE_URL is not a valid PostgreSQL URL: {str(exc).strip()}"
-    return None
+        raise ValueError(f"not a valid PostgreSQL URL: {str(exc).strip()}") from None
+    return url
