@@ -248,8 +248,7 @@ def bench_writers(stack: Stack, counts: list[int], seconds: float, rounds: int =
     def prepare(variant: str) -> str:
         """Set the stage for a variant; returns the table its writers insert into."""
         verb = "DISABLE" if variant == "no_capture" else "ENABLE"
-        sql(f"ALTER TABLE bench_item {verb} TRIGGER outbox_capture")
-        sql(f"ALTER TABLE bench_item {verb} TRIGGER outbox_version")
+        sql(f"ALTER TABLE bench_item {verb} TRIGGER USER")  # the capture triggers (outbox_track)
         sql(f"SELECT outbox_set_doorbell({variant != 'capture_no_notify'})")
         if variant == "capture_relay_running":
             stack.start_relay()

@@ -47,7 +47,7 @@ CREATE TABLE outbox (
     op          outbox_op_type NOT NULL,
     -- The row after the change (before it, for a delete), as to_jsonb() renders it.
     data        jsonb       NOT NULL,
-    -- The columns an update changed; every column for an insert; none for a delete.
+    -- The columns an update changed; empty for an insert and a delete (their data is the whole row).
     changed     text[]      NOT NULL DEFAULT '{}',
     -- The tracked row's version after the change (a delete counts as one more): row locks
     -- serialize writers of one row, so version order is that row's commit order.
@@ -63,7 +63,7 @@ CREATE TABLE outbox (
     -- Set by the relay leader in the claiming transaction; NULL means "not sequenced yet".
     -- pos is gapless over the table, tpos gapless within a topic; both follow commit order
     -- for any two transactions that wrote the same row (see outbox_claim).
-    pos         bigint      UNIQUE,
+    pos         bigint,
     tpos        bigint,
     -- true on the last row of its transaction within its topic: a subscriber applies one
     -- transaction's changes to a topic together.
@@ -73,6 +73,8 @@ CREATE TABLE outbox (
     error       text
 ) WITH (fillfactor = 50);
 
+-- pos is unique among sequenced rows; unsequenced rows (every new one) add no entry.
+CREATE UNIQUE INDEX outbox_pos ON outbox (pos) WHERE pos IS NOT NULL;
 -- The claim's head: unsequenced rows in id order. Partial, so it stays as small as the
 -- backlog however long the published history grows.
 CREATE INDEX outbox_unsequenced ON outbox (id) WHERE pos IS NULL;
@@ -199,13 +201,13 @@ RETURNS bigint LANGUAGE sql AS $$
     RETURNING id
 $$;
 
--- A tracked table's "version" column belongs to this BEFORE trigger: 1 on insert, +1 on
--- every real change. An UPDATE that changes nothing keeps its version (and captures nothing).
+-- A tracked table's "version" column: a new row starts at the column's default (1, set by
+-- outbox_track); this BEFORE UPDATE trigger adds 1 on every real change and keeps it on an
+-- UPDATE that changes nothing (which then captures nothing). Row locks serialize writers of
+-- one row, so version order is that row's commit order.
 CREATE FUNCTION outbox_bump_version() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        NEW.version := 1;
-    ELSIF (to_jsonb(NEW) - 'version') = (to_jsonb(OLD) - 'version') THEN
+    IF (to_jsonb(NEW) - 'version') = (to_jsonb(OLD) - 'version') THEN
         NEW.version := OLD.version;
     ELSE
         NEW.version := OLD.version + 1;
@@ -214,90 +216,98 @@ BEGIN
 END;
 $$;
 
--- The capture trigger (AFTER ROW). Arguments: entity name, the column whose value names the
--- topic, and the topic prefix; e.g. outbox_capture('item', 'checklist_id', 'checklist').
--- One outbox row per change, inserted by one statement; a change that moves a row between
--- topics inserts a delete on the old topic and an insert on the new one (in that order).
-CREATE FUNCTION outbox_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The capture triggers (AFTER ROW), one per kind of write, each inserting its outbox row(s)
+-- with one statement. Arguments: entity name, the column whose value names the topic, and
+-- the topic prefix with its colon; e.g. outbox_capture_insert('item', 'checklist_id', 'checklist:').
+-- Each first reads the doorbell: disarmed (a busy relay), that is all; armed, the first row of
+-- the transaction rings and marks the transaction rung. id and txid are passed, so their
+-- ringing defaults stay out of the way. The source is outbox_source() written out: a call
+-- per captured row costs more than the expression.
+--
+-- An insert's data is the whole row: `changed` is empty, as for a delete.
+CREATE FUNCTION outbox_capture_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    entity      text := TG_ARGV[0];
-    topic_col   text := TG_ARGV[1];
-    prefix      text := TG_ARGV[2];
-    new_doc     jsonb;
-    old_doc     jsonb;
-    new_topic   text;
-    old_topic   text;
-    changed_cols text[];
-    rung        text;
+    new_doc jsonb := to_jsonb(NEW);
+    rung    text;
 BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        new_doc := to_jsonb(NEW);
-        old_doc := to_jsonb(OLD);
-        -- No difference, no event (and no ring): outbox_bump_version's own test.
-        IF (new_doc - 'version') = (old_doc - 'version') THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-    -- outbox_ring_now(), inlined: this runs for every captured row. The transaction id
-    -- exists already (an AFTER ROW trigger: the tracked row is written). id and txid are
-    -- passed to the INSERTs below, so their ringing defaults stay out of the way.
-    IF current_setting('outbox.rung', true) IS DISTINCT FROM 'yes' THEN
+    IF pg_sequence_last_value('outbox_doorbell_armed'::regclass) = 1
+       AND current_setting('outbox.rung', true) IS DISTINCT FROM 'yes' THEN
         rung := set_config('outbox.rung', 'yes', true);
-        IF pg_sequence_last_value('outbox_doorbell_armed'::regclass) = 1 THEN
-            NOTIFY outbox;
-        END IF;
+        NOTIFY outbox;
     END IF;
+    INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, changed, version, actor, source, request_id)
+    VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), TG_ARGV[2] || (new_doc ->> TG_ARGV[1]), TG_ARGV[0],
+            NEW.id::text, 'insert', new_doc, '{}', NEW.version,
+            nullif(current_setting('outbox.actor', true), ''), coalesce(nullif(current_setting('outbox.source', true), ''), 'sql'),
+            nullif(current_setting('outbox.request_id', true), ''));
+    RETURN NULL;
+END;
+$$;
 
-    IF TG_OP = 'INSERT' THEN
-        new_doc := to_jsonb(NEW);
+-- An update whose version did not move changed nothing (outbox_bump_version's verdict): no
+-- event. One that moves the row to another topic is a delete on the old topic and an
+-- insert on the new one, in that order.
+CREATE FUNCTION outbox_capture_update() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    new_doc   jsonb;
+    old_doc   jsonb;
+    new_topic text;
+    old_topic text;
+    changed   text[];
+    rung      text;
+BEGIN
+    IF NEW.version = OLD.version THEN
+        RETURN NULL;  -- outbox_bump_version found no difference: no event
+    END IF;
+    IF pg_sequence_last_value('outbox_doorbell_armed'::regclass) = 1
+       AND current_setting('outbox.rung', true) IS DISTINCT FROM 'yes' THEN
+        rung := set_config('outbox.rung', 'yes', true);
+        NOTIFY outbox;
+    END IF;
+    new_doc := to_jsonb(NEW);
+    old_doc := to_jsonb(OLD);
+    new_topic := TG_ARGV[2] || (new_doc ->> TG_ARGV[1]);
+    old_topic := TG_ARGV[2] || (old_doc ->> TG_ARGV[1]);
+    changed := ARRAY(SELECT n.key FROM jsonb_each(new_doc) AS n
+                      WHERE n.key <> 'version' AND n.value IS DISTINCT FROM old_doc -> n.key ORDER BY n.key);
+    IF new_topic = old_topic THEN
         INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, changed, version, actor, source, request_id)
-        VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), prefix || ':' || (new_doc ->> topic_col), entity, new_doc ->> 'id', 'insert', new_doc,
-                ARRAY(SELECT k FROM jsonb_object_keys(new_doc) AS k WHERE k <> 'version' ORDER BY k),
-                (new_doc ->> 'version')::bigint,
-                nullif(current_setting('outbox.actor', true), ''), outbox_source(),
-                nullif(current_setting('outbox.request_id', true), ''));
-    ELSIF TG_OP = 'DELETE' THEN
-        -- A delete is one more version of the row, so consumers order it after the last update.
-        old_doc := to_jsonb(OLD);
-        old_doc := old_doc || jsonb_build_object('version', (old_doc ->> 'version')::bigint + 1);
-        INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, changed, version, actor, source, request_id)
-        VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), prefix || ':' || (old_doc ->> topic_col), entity, old_doc ->> 'id', 'delete', old_doc, '{}',
-                (old_doc ->> 'version')::bigint,
-                nullif(current_setting('outbox.actor', true), ''), outbox_source(),
+        VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), new_topic, TG_ARGV[0], NEW.id::text, 'update', new_doc,
+                changed, NEW.version,
+                nullif(current_setting('outbox.actor', true), ''), coalesce(nullif(current_setting('outbox.source', true), ''), 'sql'),
                 nullif(current_setting('outbox.request_id', true), ''));
     ELSE
-        new_topic := prefix || ':' || (new_doc ->> topic_col);
-        old_topic := prefix || ':' || (old_doc ->> topic_col);
-        IF new_topic = old_topic THEN
-            -- changed is not empty: the rows differ outside version (tested above), and NEW
-            -- and OLD have the same columns.
-            INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, changed, version, actor, source, request_id)
-            VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), new_topic, entity, new_doc ->> 'id', 'update', new_doc,
-                    ARRAY(SELECT n.key FROM jsonb_each(new_doc) AS n
-                           WHERE n.key <> 'version' AND n.value IS DISTINCT FROM old_doc -> n.key
-                           ORDER BY n.key),
-                    (new_doc ->> 'version')::bigint,
-                    nullif(current_setting('outbox.actor', true), ''), outbox_source(),
-                    nullif(current_setting('outbox.request_id', true), ''));
-        ELSE
-            -- A move: a delete on the old topic and an insert on the new one.
-            changed_cols := ARRAY(SELECT n.key FROM jsonb_each(new_doc) AS n
-                                   WHERE n.key <> 'version' AND n.value IS DISTINCT FROM old_doc -> n.key
-                                   ORDER BY n.key);
-            IF cardinality(changed_cols) = 0 THEN
-                RETURN NULL;
-            END IF;
-            INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, changed, version, actor, source, request_id)
-            VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), old_topic, entity, old_doc ->> 'id', 'delete', new_doc, changed_cols,
-                    (new_doc ->> 'version')::bigint,
-                    nullif(current_setting('outbox.actor', true), ''), outbox_source(),
-                    nullif(current_setting('outbox.request_id', true), '')),
-                   (nextval('outbox_id_seq'), pg_current_xact_id(), new_topic, entity, new_doc ->> 'id', 'insert', new_doc, changed_cols,
-                    (new_doc ->> 'version')::bigint,
-                    nullif(current_setting('outbox.actor', true), ''), outbox_source(),
-                    nullif(current_setting('outbox.request_id', true), ''));
-        END IF;
+        -- A move between topics: a delete on the old one and an insert on the new one.
+        INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, changed, version, actor, source, request_id)
+        VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), old_topic, TG_ARGV[0], NEW.id::text, 'delete', new_doc,
+                changed, NEW.version,
+                nullif(current_setting('outbox.actor', true), ''), coalesce(nullif(current_setting('outbox.source', true), ''), 'sql'),
+                nullif(current_setting('outbox.request_id', true), '')),
+               (nextval('outbox_id_seq'), pg_current_xact_id(), new_topic, TG_ARGV[0], NEW.id::text, 'insert', new_doc,
+                changed, NEW.version,
+                nullif(current_setting('outbox.actor', true), ''), coalesce(nullif(current_setting('outbox.source', true), ''), 'sql'),
+                nullif(current_setting('outbox.request_id', true), ''));
     END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION outbox_capture_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    -- A delete is one more version of the row, so consumers order it after the last update.
+    old_doc jsonb := to_jsonb(OLD) || jsonb_build_object('version', OLD.version + 1);
+    rung    text;
+BEGIN
+    IF pg_sequence_last_value('outbox_doorbell_armed'::regclass) = 1
+       AND current_setting('outbox.rung', true) IS DISTINCT FROM 'yes' THEN
+        rung := set_config('outbox.rung', 'yes', true);
+        NOTIFY outbox;
+    END IF;
+    INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, changed, version, actor, source, request_id)
+    VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), TG_ARGV[2] || (old_doc ->> TG_ARGV[1]), TG_ARGV[0],
+            OLD.id::text, 'delete', old_doc, '{}', OLD.version + 1,
+            nullif(current_setting('outbox.actor', true), ''), coalesce(nullif(current_setting('outbox.source', true), ''), 'sql'),
+            nullif(current_setting('outbox.request_id', true), ''));
     RETURN NULL;
 END;
 $$;
@@ -307,16 +317,27 @@ $$;
 -- the table.
 CREATE FUNCTION outbox_track(p_table regclass, p_entity text, p_topic_col text, p_prefix text)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    topic_prefix text := p_prefix || ':';
 BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS outbox_version ON %s', p_table);
     EXECUTE format('DROP TRIGGER IF EXISTS outbox_capture ON %s', p_table);
+    EXECUTE format('DROP TRIGGER IF EXISTS outbox_capture_insert ON %s', p_table);
+    EXECUTE format('DROP TRIGGER IF EXISTS outbox_capture_update ON %s', p_table);
+    EXECUTE format('DROP TRIGGER IF EXISTS outbox_capture_delete ON %s', p_table);
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN version SET DEFAULT 1', p_table);
     EXECUTE format(
-        'CREATE TRIGGER outbox_version BEFORE INSERT OR UPDATE ON %s '
+        'CREATE TRIGGER outbox_version BEFORE UPDATE ON %s '
         'FOR EACH ROW EXECUTE FUNCTION outbox_bump_version()', p_table);
     EXECUTE format(
-        'CREATE TRIGGER outbox_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
-        'FOR EACH ROW EXECUTE FUNCTION outbox_capture(%L, %L, %L)',
-        p_table, p_entity, p_topic_col, p_prefix);
+        'CREATE TRIGGER outbox_capture_insert AFTER INSERT ON %s '
+        'FOR EACH ROW EXECUTE FUNCTION outbox_capture_insert(%L, %L, %L)', p_table, p_entity, p_topic_col, topic_prefix);
+    EXECUTE format(
+        'CREATE TRIGGER outbox_capture_update AFTER UPDATE ON %s '
+        'FOR EACH ROW EXECUTE FUNCTION outbox_capture_update(%L, %L, %L)', p_table, p_entity, p_topic_col, topic_prefix);
+    EXECUTE format(
+        'CREATE TRIGGER outbox_capture_delete AFTER DELETE ON %s '
+        'FOR EACH ROW EXECUTE FUNCTION outbox_capture_delete(%L, %L, %L)', p_table, p_entity, p_topic_col, topic_prefix);
 END;
 $$;
 

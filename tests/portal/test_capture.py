@@ -136,6 +136,22 @@ def test_raw_sql_commit_and_rollback(checklist, committed_outbox, db_url):
     assert rows[0]["source"] == "sql" and rows[0]["actor"] is None and rows[0]["request_id"] is None
 
 
+def test_a_raw_insert_that_names_no_version_starts_at_version_1(checklist, committed_outbox, db_url):
+    """Inserts have no version trigger (migrations/0002): the column's default, 1, which
+    outbox_track sets, is the version; the event carries it, and an empty `changed` (an
+    insert's data is the whole row). The first real update makes it 2; a no-op update keeps it."""
+    committed_outbox.mark()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        item = conn.execute("INSERT INTO checklists_item (checklist_id, text, done, position)"
+                            " VALUES (%s, 'raw', false, 9) RETURNING id, version", (checklist.pk,)).fetchone()
+        assert item[1] == 1
+        conn.execute("UPDATE checklists_item SET text = 'raw' WHERE id = %s", (item[0],))  # changes nothing
+        conn.execute("UPDATE checklists_item SET done = true WHERE id = %s", (item[0],))
+    rows = committed_outbox.rows()
+    assert [(r["op"], r["version"], r["changed"]) for r in rows] == [("insert", 1, []), ("update", 2, ["done"])]
+    assert rows[0]["data"]["version"] == 1 and rows[1]["data"]["version"] == 2
+
+
 # --- REST API -------------------------------------------------------------------------
 
 def test_api_create_update_delete_commit(bob, checklist, client_for, committed_outbox):

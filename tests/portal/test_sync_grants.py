@@ -209,12 +209,12 @@ def test_a_membership_written_without_capture_is_recorded_without_an_event(db_ur
     sqldb.sequence()
     # A fresh session that never wrote to the outbox (no currval), capture switched off.
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("ALTER TABLE checklists_membership DISABLE TRIGGER outbox_capture")
+        conn.execute("ALTER TABLE checklists_membership DISABLE TRIGGER outbox_capture_insert")
         try:
             conn.execute("INSERT INTO checklists_membership (checklist_id, user_id, role, version)"
                          " VALUES (%s, %s, 'editor', 1)", (cid, bob))
         finally:
-            conn.execute("ALTER TABLE checklists_membership ENABLE TRIGGER outbox_capture")
+            conn.execute("ALTER TABLE checklists_membership ENABLE TRIGGER outbox_capture_insert")
     assert sqldb.one("SELECT s.outbox_id FROM sync_membership_start s JOIN checklists_membership m"
                      " ON m.id = s.membership_id WHERE m.user_id = %s", bob) == (None,)
     assert sqldb.floor(bob, cid) == 0
