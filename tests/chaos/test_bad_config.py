@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from stack.keys import KeySet
-from tests.support.processes import free_port, python_module
+from stack.processes import free_port, python_module
 
 GOOD_DB = "postgresql://postgres@127.0.0.1:1/never_connected"
 KEYS = KeySet.generate()

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from stack.keys import KeySet
+from stack.processes import ROOT
 from stack.supervisor import port_of
-from tests.support.processes import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]

@@ -12,8 +12,8 @@ import json
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+from stack.sockjs_client import session_path
 from syncserver.peers import parse_trusted
-from tests.syncserver.client import session_path
 from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
 
 pytestmark = pytest.mark.django_db(transaction=True)

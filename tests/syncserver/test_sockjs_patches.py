@@ -15,9 +15,9 @@ from sockjs.tornado import SockJSConnection, SockJSRouter
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from stack.sockjs_client import session_path
 from syncserver.origins import OriginPolicy
 from syncserver.sockjs_patches import NO_CACHE, PatchedRouter
-from tests.syncserver.client import session_path
 
 ORIGIN = "http://127.0.0.1:8000"
 
