@@ -38,10 +38,9 @@ class Recorder:
         self.authed = asyncio.Event()
         self.error: str | None = None
 
-    def on_message(self, msg) -> None:
-        """Called as each message arrives (stack.sockjs_client's on_message): the arrival
-        time is taken here, not when a consumer gets round to it."""
-        now = time.time()
+    def on_message(self, msg, now: float) -> None:
+        """Called as each message arrives (stack.sockjs_client's on_message), with the time
+        its frame was read, before the message was decoded (as this client always measured)."""
         kind = msg.get("type") if isinstance(msg, dict) else None
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
         if kind == "authed":
