@@ -325,10 +325,15 @@ class Process:
         deadline = time.monotonic() + timeout
         found = None
         if line is not None:
-            seen, box = self._watch(line)
-            while not seen.wait(0.05):
-                self._check(deadline, timeout, f"print {line!r}", should_stop)
-            found = box[0]
+            watch = self._watch(line)
+            try:
+                while not watch[1].wait(0.05):
+                    self._check(deadline, timeout, f"print {line!r}", should_stop)
+            finally:
+                with self._lock:
+                    if watch in self._watches:
+                        self._watches.remove(watch)
+            found = watch[2][0]
         if port is not None:
             while not port_open(port):
                 self._check(deadline, timeout, f"listen on port {port}", should_stop)
@@ -339,16 +344,18 @@ class Process:
         """The first line (kept, or yet to come) that contains needle; NotReady otherwise."""
         return self.wait_ready(line=needle, timeout=timeout)  # type: ignore[return-value]
 
-    def _watch(self, needle: str) -> tuple[threading.Event, list[str]]:
-        seen, box = threading.Event(), []
+    def _watch(self, needle: str) -> tuple[str, threading.Event, list[str]]:
+        """(needle, seen, [the line]): already seen among the kept lines, or registered so
+        the pump catches it however fast the lines that follow it come."""
+        watch: tuple[str, threading.Event, list[str]] = (needle, threading.Event(), [])
         with self._lock:
             for line in self.lines:
                 if needle in line:
-                    box.append(line)
-                    seen.set()
-                    return seen, box
-            self._watches.append((needle, seen, box))
-        return seen, box
+                    watch[2].append(line)
+                    watch[1].set()
+                    return watch
+            self._watches.append(watch)
+        return watch
 
     def _check(self, deadline: float, timeout: float, what: str, should_stop: Callable[[], bool] | None) -> None:
         if should_stop is not None and should_stop():
