@@ -9,7 +9,7 @@ import sys
 
 import psycopg
 
-from tests.support.processes import ROOT
+from stack.processes import ROOT
 
 log = logging.getLogger(__name__)
 

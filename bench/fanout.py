@@ -27,7 +27,7 @@ PER_PROCESS = 2500  # connections per client process (each needs an fd per conne
 
 
 def open_clients(name: str, url: str, n: int, *, token: str, topic: str, origin: str, since: int = 0,
-                 sample: int = 50000, timeout: float = 180) -> list[procs.LineProc]:
+                 sample: int = 50000, timeout: float = 180) -> list[procs.Process]:
     k = max(1, math.ceil(n / PER_PROCESS))
     clients = []
     for i in range(k):
@@ -44,7 +44,7 @@ def open_clients(name: str, url: str, n: int, *, token: str, topic: str, origin:
     return clients
 
 
-def close_clients(clients: list[procs.LineProc]) -> None:
+def close_clients(clients: list[procs.Process]) -> None:
     for c in clients:
         try:
             c.send("close")
@@ -54,7 +54,7 @@ def close_clients(clients: list[procs.LineProc]) -> None:
         c.stop()
 
 
-def collect(clients: list[procs.LineProc], expected: int, settle: float, max_wait: float = 30.0) -> dict:
+def collect(clients: list[procs.Process], expected: int, settle: float, max_wait: float = 30.0) -> dict:
     """Wait until every expected delivery arrived (or nothing new came for `settle` s, or
     max_wait s passed: a server that falls behind is not waited for); merge reports."""
     last_total, still_since = -1, time.monotonic()
@@ -97,7 +97,7 @@ def ours(ctx: Ctx, *, subscribers: int, rate: float, duration: float) -> dict:
     return {"subscribers": subscribers, "rate": rate, "offered_deliveries_per_s": subscribers * rate, **result}
 
 
-def start_peer() -> tuple[procs.Daemon, int]:
+def start_peer() -> tuple[procs.Process, int]:
     port = procs.free_port()
     d = procs.start("sockjs-node", ["node", str(procs.NODE_DIR / "server.js"), str(port)])
     d.wait_for_line("ready", 20)

@@ -28,7 +28,7 @@ def seed_kill(ctx: Ctx, *, rounds: int, rate: float = 2000, kill_after: float = 
     for r in range(rounds):
         reset_outbox(ctx.url)
         probe = start_probe(ctx, ctx.topic(1))
-        seed = procs.start("seed", procs.python_argv(
+        seed = procs.start("seed", procs.python_module(
             "bench.peers.seed_direct", "--db", ctx.url, "--pub", ctx.broker_frontend, "--checklist",
             str(ctx.checklists[1]), "--rate", str(rate), "--duration", "30", "--out", str(ctx.file("seed-kill"))),
             ctx.keys.relay_env())
@@ -60,7 +60,7 @@ def relay_kill(ctx: Ctx, *, rate: float = 1000, duration: float = 6.0, kill_at: 
     topic = ctx.topic(1)
     total = int(rate * duration)
     out = ctx.file("client-fault")
-    client = procs.start("client-fault", procs.python_argv(
+    client = procs.start("client-fault", procs.python_module(
         "bench.client", "--url", ctx.sync_url, "--transport", "websocket", "--token", ctx.token([topic]),
         "--topic", topic, "--origin", ctx.origin, "--since", str(topic_tpos(ctx.url, topic)),
         "--count", str(total), "--timeout", str(duration + 40), "--out", str(out)))
@@ -74,13 +74,11 @@ def relay_kill(ctx: Ctx, *, rate: float = 1000, duration: float = 6.0, kill_at: 
         client.wait_for_line("ready", 20)
         t = threading.Thread(target=writer)
         t.start()
-        # Kill and restart from this (the main) thread: the stack runner's children get
-        # PR_SET_PDEATHSIG, which fires when the *thread* that spawned them exits.
         time.sleep(kill_at)
-        ctx.stack.kill("relay")
+        ctx.stack.kill("relay-1")
         events.append(f"killed relay (SIGKILL) at {kill_at}s")
         time.sleep(down_for)
-        ctx.stack.restart("relay")
+        ctx.stack.restart("relay-1")
         events.append(f"relay restarted after {down_for}s")
         t.join(duration + 60)
         w = written

@@ -28,7 +28,7 @@ def _summary(commits: dict, recv: dict, extra: dict) -> dict:
 
 def start_probe(ctx: Ctx, topic: str):
     out = ctx.file("probe")
-    probe = procs.start("zprobe", procs.python_argv("bench.zprobe", "--sub", ctx.broker_backend, "--topic", topic,
+    probe = procs.start("zprobe", procs.python_module("bench.zprobe", "--sub", ctx.broker_backend, "--topic", topic,
                                                     "--out", str(out)), ctx.keys.sync_env())
     probe.wait_for_line("ready", 15)
     return probe, out
@@ -51,7 +51,7 @@ def ours(ctx: Ctx, *, rate: float, duration: float, transport: str = "websocket"
         # here; more writers let PostgreSQL group the commits.
         writers = 1 if rate <= 200 else 4
     out = ctx.file(f"client-{transport}")
-    client = procs.start(f"client-{transport}", procs.python_argv(
+    client = procs.start(f"client-{transport}", procs.python_module(
         "bench.client", "--url", ctx.sync_url, "--transport", transport, "--token", ctx.token([topic]),
         "--topic", topic, "--origin", ctx.origin, "--since", str(topic_tpos(ctx.url, topic)),
         "--count", str(total), "--timeout", str(duration + 20), "--out", str(out)))
@@ -85,7 +85,7 @@ def seed_direct(ctx: Ctx, *, rate: float, duration: float) -> dict:
     topic = ctx.topic(1)
     probe, probe_out = start_probe(ctx, topic)
     out = ctx.file("seed-commits")
-    seed = procs.start("seed", procs.python_argv(
+    seed = procs.start("seed", procs.python_module(
         "bench.peers.seed_direct", "--db", ctx.url, "--pub", ctx.broker_frontend, "--checklist",
         str(ctx.checklists[1]), "--rate", str(rate), "--duration", str(duration), "--out", str(out)),
         ctx.keys.relay_env())
@@ -106,7 +106,7 @@ def polling_relay(ctx: Ctx, *, rate: float, duration: float) -> dict:
     topic = ctx.topic(2)
     probe, probe_out = start_probe(ctx, topic)
     seen_out = ctx.file("poller-seen")
-    poller = procs.start("poller", procs.python_argv(
+    poller = procs.start("poller", procs.python_module(
         "bench.peers.polling_relay", "--db", ctx.url, "--pub", ctx.broker_frontend, "--out", str(seen_out)),
         ctx.keys.relay_env())
     try:

@@ -60,7 +60,7 @@ def run(ctx: Ctx, *, who: str, writers: int, duration: float, hold_max: float = 
     probe = start_probe(ctx, topic)
     poller = None
     if who == "polling_relay":
-        poller = procs.start("poller", procs.python_argv(
+        poller = procs.start("poller", procs.python_module(
             "bench.peers.polling_relay", "--db", ctx.url, "--pub", ctx.broker_frontend,
             "--out", str(ctx.file("race-seen"))), ctx.keys.relay_env())
         poller.wait_for_line("ready", 15)

@@ -23,8 +23,7 @@ import zmq
 from bench import capture_bench, reference
 from runtime.curve import ClientKeys
 from runtime.database import database_url, with_dbname
-from stack.keys import KeySet
-from tests.support.processes import Daemon, free_port, python_module
+from stack.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL = ROOT / "migrations"
@@ -48,32 +47,23 @@ def make_db(admin_url: str) -> str:
     return url
 
 
-class Stack:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.front = f"tcp://127.0.0.1:{free_port()}"
-        self.back = f"tcp://127.0.0.1:{free_port()}"
-        self.keys = KeySet.generate()
-        self.broker = Daemon("broker", python_module("outbox_relay.broker"),
-                             {"OUTBOX_BROKER_FRONTEND": self.front, "OUTBOX_BROKER_BACKEND": self.back,
-                              **self.keys.broker_env()}).start()
-        self.broker.wait_for_line("broker ready")
-        self.relay: Daemon | None = None
+class Stack(Cluster):
+    """A broker from the start, one relay on demand (start_relay/stop_relay), no sync
+    server: the relay's drain, latency and writer phases each start and stop it. (`url`,
+    `front` and `back` are the names bench.relay_pair runs against older revisions too.)"""
 
-    def start_relay(self) -> None:
-        self.relay = Daemon("relay", python_module("outbox_relay"), {
-            "DATABASE_URL": self.url, "OUTBOX_RELAY_BROKER_URL": self.front, "OUTBOX_RELAY_METRICS_PORT": "0",
-            **self.keys.relay_env()}).start()
-        self.relay.wait_for_line("relay leader", timeout=30)
+    def __init__(self, url: str) -> None:
+        super().__init__(url, relays=0, sync_servers=0)
+        self.url, self.front, self.back = url, self.frontend, self.backend
+        self.start_broker()
+
+    def start_relay(self) -> None:  # type: ignore[override]
+        super().start_relay("relay", wait="relay leader")
 
     def stop_relay(self) -> None:
-        if self.relay:
-            self.relay.stop()
-            self.relay = None
-
-    def stop(self) -> None:
-        self.stop_relay()
-        self.broker.stop()
+        if "relay" in self.services:
+            super().stop("relay")
+            del self.services["relay"]
 
 
 class Counter:

@@ -31,7 +31,7 @@ def run(ctx: Ctx, missed: int = 10_000, timeout: float = 60) -> dict:
             raise TimeoutError("relay did not sequence the missed events in time")
         time.sleep(0.1)
     out = ctx.file("client-resume")
-    client = procs.start("client-resume", procs.python_argv(
+    client = procs.start("client-resume", procs.python_module(
         "bench.client", "--url", ctx.sync_url, "--transport", "websocket", "--token", ctx.token([topic]),
         "--topic", topic, "--origin", ctx.origin, "--since", str(since), "--count", str(missed),
         "--timeout", str(timeout), "--out", str(out)))

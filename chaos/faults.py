@@ -12,8 +12,9 @@ from typing import Awaitable, Callable
 import psycopg
 
 from outbox_relay.config import RelayConfig
+from stack.cluster import Cluster
 
-from .cluster import Cluster, PrivatePostgres
+from .postgres import PrivatePostgres
 from .load import hot_row_races, open_transaction
 from .recorder import RecordingClient, successor
 
@@ -106,7 +107,7 @@ async def restart_postgres(ctx: Context) -> None:
 async def terminate_listener(ctx: Context) -> None:
     """pg_terminate_backend on the relay's LISTEN connection."""
     def kill() -> int:
-        with psycopg.connect(ctx.cluster.dsn, autocommit=True) as conn:
+        with psycopg.connect(ctx.cluster.database_url, autocommit=True) as conn:
             rows = conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
@@ -132,7 +133,7 @@ async def slow_client(ctx: Context) -> None:
 
 async def open_transaction_fault(ctx: Context) -> None:
     """A transaction stays open open_tx_seconds while the load goes on around it."""
-    await open_transaction(ctx.cluster.dsn, ctx.topics[0], ctx.open_tx_seconds)
+    await open_transaction(ctx.cluster.database_url, ctx.topics[0], ctx.open_tx_seconds)
 
 
 async def forge_broker(ctx: Context) -> None:
@@ -142,7 +143,7 @@ async def forge_broker(ctx: Context) -> None:
     from .forgery import forge
 
     c = ctx.cluster
-    result = await forge(c.dsn, c.frontend, c.backend, c.keys, ctx.topics, seconds=3.0)
+    result = await forge(c.database_url, c.frontend, c.backend, c.keys, ctx.topics, seconds=3.0)
     ctx.notes.append(f"forgery: {result.sent} forged messages sent, {result.read} read by spies")
     if result.sent == 0:
         raise RuntimeError("the forgers sent nothing")
@@ -157,7 +158,7 @@ async def relays_race_cold(ctx: Context) -> None:
     for name in names:
         c.relays[name].kill(signal.SIGKILL)
     await asyncio.sleep(2.0)
-    started = [c.start_relay(name, wait=False) for name in names]
+    started = [c.start_relay(name, wait=None) for name in names]
     for d in started:
         await _thread(d.wait_for_line, "relay started", 20.0)
 
@@ -170,7 +171,7 @@ async def outage_longer_than_a_batch(ctx: Context) -> None:
     names = list(c.relays)
     for name in names:
         c.relays[name].kill(signal.SIGKILL)
-    rows = await hot_row_races(c.dsn, ctx.topics[0], rounds=3, filler=ctx.batch_rows + ctx.batch_rows // 4)
+    rows = await hot_row_races(c.database_url, ctx.topics[0], rounds=3, filler=ctx.batch_rows + ctx.batch_rows // 4)
     ctx.notes.append(f"backlog of {rows} rows from the races, plus the load's")
     for name in names:
         await _thread(c.start_relay, name)

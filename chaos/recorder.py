@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+from stack.sockjs_client import Client, SessionClosed, make_client
+
 from .record import Change, Key, TopicRecord
-from .sockjs import SessionClosed, Transport, make_transport
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class RecordingClient:
         self.live: set[str] = set()           # topics subscribed on the current session
         self.paused = asyncio.Event()         # set = reading; cleared = a frozen, slow client
         self.paused.set()
-        self._transport: Transport | None = None
+        self._transport: Client | None = None
         self._task: asyncio.Task | None = None
         self._stopping = False
 
@@ -84,12 +85,12 @@ class RecordingClient:
         """Read nothing, as a frozen tab: frames pile up in the socket and on the server."""
         self.paused.clear()
         if self._transport:
-            self._transport.reading.clear()
+            self._transport.pause()
 
     def resume(self) -> None:
         self.paused.set()
         if self._transport:
-            self._transport.reading.set()
+            self._transport.resume()
 
     def drop_connection(self) -> None:
         """Lose the network for a moment: the client notices and reconnects."""
@@ -125,9 +126,9 @@ class RecordingClient:
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
 
     async def _session(self) -> None:
-        t = make_transport(self.transport_kind, self.sockjs_url, self.origin)
+        t = make_client(self.transport_kind, self.sockjs_url, self.origin)
         self._transport = t
-        await t.open()
+        await t.open(5.0)
         self.stats.connects += 1
         self.stats.last_frame = time.monotonic()
         await t.send({"type": "auth", "token": self.token_fn(sorted(self.records))})
@@ -154,7 +155,7 @@ class RecordingClient:
                 else:
                     await self._handle(t, msg)
 
-    async def _handle(self, t: Transport, msg: dict) -> None:
+    async def _handle(self, t: Client, msg: dict) -> None:
         mtype = msg.get("type")
         topic = msg.get("topic")
         rec = self.records.get(topic) if isinstance(topic, str) else None

@@ -16,10 +16,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from stack.cluster import Cluster, migrate
+from stack.processes import ROOT
+
 from .checker import Totals
-from .cluster import ROOT, Cluster, PrivatePostgres, migrate
 from .faults import FAULTS
-from .trial import Options, TrialResult, run_trial
+from .postgres import PrivatePostgres
+from .trial import Options, TrialResult, make_cluster, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         dsn = pg.url("chaos")
         await asyncio.to_thread(migrate, dsn)
-        cluster = await asyncio.to_thread(Cluster(dsn, relays=2).start)
+        cluster = await asyncio.to_thread(make_cluster(dsn).start)
         for name, fault in FAULTS.items():
             if args.only and args.only.lower() not in name.lower():
                 continue

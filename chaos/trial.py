@@ -10,15 +10,25 @@ from dataclasses import dataclass, field
 import psycopg
 
 from runtime.tokens import mint
+from stack.cluster import ORIGIN, TOKEN_SECRET, Cluster
 
 from . import db
 from .checker import Totals, check_all, misordered_rows, unsequenced_gaps
-from .cluster import SECRET, ORIGIN, Cluster, PrivatePostgres
 from .faults import Context, Fault
 from .load import Load
+from .postgres import PrivatePostgres
 from .recorder import RecordingClient, start_clients
 
 log = logging.getLogger(__name__)
+
+# The chaos relays: quick polling and lock retries, so a standby takes over within the
+# trial; everything else at its default (chaos.faults.Context.batch_rows relies on it).
+RELAY_ENV = {"OUTBOX_RELAY_POLL_INTERVAL": "0.5", "OUTBOX_RELAY_LOCK_RETRY": "0.3"}
+
+
+def make_cluster(dsn: str, relays: int = 2) -> Cluster:
+    """The processes under test (not started): broker, `relays` relays, one sync server."""
+    return Cluster(dsn, relays=relays, relay_env=RELAY_ENV)
 
 
 @dataclass
@@ -90,7 +100,7 @@ async def _wait_caught_up(dsn: str, topics: list[str], clients: list[RecordingCl
 
 async def run_trial(cluster: Cluster, name: str, fault: Fault, opts: Options,
                     pg: PrivatePostgres | None = None) -> TrialResult:
-    dsn = cluster.dsn
+    dsn = cluster.database_url
     user_id, username, topics = await asyncio.to_thread(
         db.create_fixtures, dsn, checklists=opts.checklists, tag=uuid.uuid4().hex[:8])
 
@@ -102,7 +112,7 @@ async def run_trial(cluster: Cluster, name: str, fault: Fault, opts: Options,
         opts.clients, transports=list(opts.transports), topics=topics,
         start_tpos={t: s[0] for t, s in snaps.items()}, start_state={t: s[1] for t, s in snaps.items()},
         sockjs_url=cluster.sockjs_url, origin=ORIGIN, snapshot_fn=_snapshot_fn(dsn),
-        token_fn=lambda ts: mint(SECRET, user_id=user_id, username=username, topics=ts))
+        token_fn=lambda ts: mint(TOKEN_SECRET, user_id=user_id, username=username, topics=ts))
     ctx = Context(cluster=cluster, clients=clients, topics=topics, pg=pg, slow_seconds=opts.slow_seconds,
                   open_tx_seconds=opts.open_tx_seconds, pause_seconds=opts.pause_seconds)
     load = Load(dsn, topics, writers=opts.writers, rate=opts.rate, seed=hash(name) & 0xFFFF)

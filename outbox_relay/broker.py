@@ -4,6 +4,10 @@ Publishers (relays, replay) connect to the frontend (XSUB), subscribers to the b
 (XPUB); both sides may come and go. zmq.proxy runs in C in a worker thread, which is
 the fastest forwarder pyzmq offers; the main thread only waits for SIGTERM/SIGINT and
 then stops the proxy through its control socket (zmq.proxy_steerable), so exit is clean.
+The stopping end of that control pipe is connected at start and closed only after the
+proxy thread has ended: a TERMINATE sent on a socket closed at once with LINGER 0 can be
+dropped before the proxy reads it, and stop() then waited out its whole join (issue 15:
+"the broker sometimes takes 5 s to stop").
 The broker holds no state: loss during its restart is repaired by subscribers from the
 outbox, guided by positions and heartbeats.
 
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 PUBLISHERS = "publishers"    # ZAP domain of the frontend (XSUB)
 SUBSCRIBERS = "subscribers"  # ZAP domain of the backend (XPUB)
 REPEAT_EVERY = 60.0          # seconds between log lines about the same refused key
+STOP_TIMEOUT = 5.0           # seconds stop() waits for each thread (normally milliseconds)
 
 
 class AllowList:
@@ -73,9 +78,11 @@ class Broker:
     def __init__(self, config: BrokerConfig, ctx: zmq.Context | None = None) -> None:
         check_broker_keys(config)  # no keys, no broker: there is no unauthenticated mode
         self.config = config
+        self._own_ctx = ctx is None
         self.ctx = ctx or zmq.Context()
         self._control_url = f"inproc://broker-control-{id(self)}"
         self._thread: threading.Thread | None = None
+        self._stopper: zmq.Socket | None = None  # our end of the proxy's control pipe
         self.auth: ThreadAuthenticator | None = None
         self.publishers = AllowList("publisher", config.publishers)
         self.subscribers = AllowList("subscriber", config.subscribers)
@@ -106,6 +113,8 @@ class Broker:
             raise
         control = self.ctx.socket(zmq.PAIR)
         control.bind(self._control_url)
+        self._stopper = self.ctx.socket(zmq.PAIR)
+        self._stopper.connect(self._control_url)
 
         def serve() -> None:
             try:
@@ -128,16 +137,27 @@ class Broker:
         return None
 
     def stop(self) -> None:
+        """Stop the proxy and the ZAP handler (each within STOP_TIMEOUT), then end the
+        ZeroMQ context if the broker made it."""
+        proxy_ended = True
         if self._thread is not None:
-            ctl = self.ctx.socket(zmq.PAIR)
-            ctl.connect(self._control_url)
-            ctl.send(b"TERMINATE")
-            ctl.close(0)
-            self._thread.join(5)
+            assert self._stopper is not None
+            self._stopper.send(b"TERMINATE")
+            self._thread.join(STOP_TIMEOUT)
+            proxy_ended = not self._thread.is_alive()
+            if not proxy_ended:
+                log.warning("broker: the proxy did not stop within %.0fs", STOP_TIMEOUT)
             self._thread = None
+        if self._stopper is not None and proxy_ended:
+            self._stopper.close(0)  # only now: the TERMINATE has been read
+            self._stopper = None
         if self.auth is not None:
             self.auth.stop()
             self.auth = None
+        if self._own_ctx and proxy_ended and not self.ctx.closed:
+            # Every socket is closed by now (the proxy's in its thread, ZAP's by auth.stop);
+            # destroy() closes any stray one rather than letting term() block on it.
+            self.ctx.destroy(linger=0)
 
 
 def main() -> None:

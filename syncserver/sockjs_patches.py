@@ -21,6 +21,8 @@ tests/syncserver/test_sockjs_patches.py).
    parameter' (upstream reflected jsonp's verbatim and mangled htmlfile's: sockjs-client's
    "_jp.<id>" became "jp<id>", so htmlfile never worked); jsonp bodies start with "/**/"
    (Rosetta-Flash hardening), and a jsonp poll carries one frame like xhr (fault 1).
+7. /info advertised "origins": ["*:*"] (any origin) whatever the allowlist; it states the
+   allowed origins now (sockjs-client ignores the field; people reading it do not).
 
 Security hardening on the same classes: the origin allowlist on every HTTP transport,
 CORS preflight and WebSocket handshake; CORS headers only for an allowlisted Origin
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from asyncio import Future
 from types import MappingProxyType
 
@@ -47,6 +50,7 @@ from sockjs.tornado import proto, session, static, transports
 from sockjs.tornado.router import SockJSRouter
 from sockjs.tornado.transports.htmlfile import HTMLFILE_HEAD
 from sockjs.tornado.util import bytes_to_str
+from tornado.escape import json_encode
 from tornado.web import HTTPError
 
 from runtime.peers import Network, client_address
@@ -298,7 +302,19 @@ class JSONPSendHandler(SecureHTTPMixin, transports.JSONPSendHandler):
 
 
 class InfoHandler(SecureHTTPMixin, static.InfoHandler):
-    pass
+    def get(self):
+        # Upstream's fields, with the origins the server really allows (fault 7), in the
+        # normalized form the check compares: scheme://host[:port]. The allowlist is the
+        # portal's public origins, no secret; a page on any other origin gets 403 here.
+        self.preflight()
+        self.disable_cache()
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.write(json_encode({
+            "websocket": self.server.websockets_enabled,
+            "cookie_needed": self.server.cookie_needed,
+            "origins": sorted(self.server.origin_policy.allowed),
+            "entropy": secrets.randbits(31),
+        }))
 
 
 class GreetingsHandler(SecureHTTPMixin, static.GreetingsHandler):

@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from runtime.database import database_url, with_dbname
-from tests.support.processes import Daemon
+from stack.processes import ProcessGroup
 
 
 def _test_database_url() -> str:
@@ -46,18 +46,10 @@ def scratch_db() -> str:
 
 @pytest.fixture
 def daemons():
-    """Start processes with daemons.start(name, argv, env); all are stopped at teardown."""
-    started: list[Daemon] = []
-
-    class Starter:
-        def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Daemon:
-            d = Daemon(name, argv, env).start()
-            started.append(d)
-            return d
-
-    yield Starter()
-    for d in reversed(started):
-        d.stop()
+    """Start processes with daemons.start(name, argv, env) (stack.processes.Process); all
+    are stopped at teardown."""
+    with ProcessGroup() as group:
+        yield group
 
 
 # --- the relay's tables between tests ---------------------------------------------------

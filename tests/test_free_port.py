@@ -1,7 +1,7 @@
 """free_port: the ports a test starts its daemons on must differ from each other."""
 import socket
 
-from tests.support.processes import free_port
+from stack.processes import free_port
 
 
 def test_free_port_never_hands_out_the_same_port_twice_in_a_process():

@@ -96,8 +96,6 @@ def test_each_layer_of_the_product_imports_only_the_layers_below_it(package):
     assert not wrong, f"{package} may import only {sorted(allowed)}:\n" + "\n".join(wrong)
 
 
-@pytest.mark.xfail(strict=True, reason="chaos and bench still import tests.support; the toolkit branch of "
-                                       "issue 15 moves those helpers to stack/ (remove this mark when it is merged)")
 @pytest.mark.parametrize("package", ["chaos", "bench"])
 def test_chaos_and_bench_never_import_tests(package):
     wrong = report(edge for edge in edges(package) if edge[2].split(".")[0] == "tests")

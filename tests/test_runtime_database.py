@@ -9,7 +9,7 @@ import pytest
 
 from runtime.database import database_url
 from runtime.settings import SettingError
-from tests.support.processes import ROOT
+from stack.processes import ROOT
 
 
 def test_database_url_is_read_through_the_settings_reader():

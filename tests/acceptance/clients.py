@@ -9,7 +9,7 @@ import sys
 import psycopg
 import requests
 
-from tests.support.processes import ROOT
+from stack.processes import ROOT
 
 
 class ApiClient:

@@ -24,9 +24,9 @@ import pytest
 
 from runtime.database import database_url, with_dbname
 from stack.keys import KeySet
+from stack.processes import ROOT, free_port
 from stack.run import Stack
 from tests.acceptance import clients, pages
-from tests.support.processes import ROOT, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from stack.keys import KeySet
-from tests.support.processes import ROOT, free_port, python_module
+from stack.processes import ROOT, free_port, python_module
 
 GOOD_DB = "postgresql://postgres@127.0.0.1:1/never_connected"
 KEYS = KeySet.generate()

@@ -9,16 +9,16 @@ import asyncio
 
 import pytest
 
-from chaos.cluster import Cluster
 from chaos.faults import FAULTS
-from chaos.trial import Options, run_trial
+from chaos.trial import Options, make_cluster, run_trial
+from stack.cluster import Cluster
 
 OPTS = Options(clients=3, writers=2, rate=15.0, warm=1.0, after=1.5, settle_timeout=30.0)
 
 
 @pytest.fixture
 def cluster(db_url):
-    c = Cluster(db_url, relays=2)
+    c = make_cluster(db_url, relays=2)
     try:
         c.start()
         yield c

@@ -15,12 +15,12 @@ import pytest
 
 from chaos import db
 from chaos.checker import check_all
-from chaos.cluster import ORIGIN, SECRET, Cluster
 from chaos.load import Load
 from chaos.recorder import start_clients
-from chaos.sockjs import SessionClosed, http_post, make_transport
-from chaos.trial import _snapshot_fn
+from chaos.trial import _snapshot_fn, make_cluster
 from runtime.tokens import mint
+from stack.cluster import ORIGIN, TOKEN_SECRET, Cluster
+from stack.sockjs_client import SessionClosed, http_post, make_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LEAK_TYPES = {"events", "recovered", "subscribed", "authed"}
@@ -47,7 +47,7 @@ def random_payload(rng: random.Random, valid_token: str) -> str | bytes:
         flipped[i] = "A" if flipped[i] != "A" else "B"
         return json.dumps([json.dumps({"type": "auth", "token": "".join(flipped)})])      # forged
     if choice == 7:
-        expired = mint(SECRET, user_id=1, username="x", topics=["checklist:1"], ttl=10, now=time.time() - 100)
+        expired = mint(TOKEN_SECRET, user_id=1, username="x", topics=["checklist:1"], ttl=10, now=time.time() - 100)
         return json.dumps([json.dumps({"type": "auth", "token": expired})])
     if choice == 8:
         return json.dumps([json.dumps({"type": "auth", "token": "x" * 100_000})])
@@ -66,11 +66,11 @@ async def attacker(kind: str, base: str, seed: int, valid_token: str, seen: list
     while sent < 60:
         try:
             if t is None:
-                t = make_transport(kind, base, ORIGIN)
+                t = make_client(kind, base, ORIGIN)
                 await t.open()
             payload = random_payload(rng, valid_token)
             if kind == "websocket":
-                await t.write(payload)
+                await t.send_frame(payload)
             else:
                 body = payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogatepass")
                 status, resp = await http_post(t.url + "/xhr_send", body, {"Origin": ORIGIN}, 10.0)
@@ -94,7 +94,7 @@ async def attacker(kind: str, base: str, seed: int, valid_token: str, seen: list
 
 
 def test_fuzz_on_every_transport_leaves_the_server_up_and_other_clients_whole(db_url):
-    cluster = Cluster(db_url, relays=1)
+    cluster = make_cluster(db_url, relays=1)
     try:
         cluster.start()
         asyncio.run(asyncio.wait_for(_scenario(cluster), 150))
@@ -103,7 +103,7 @@ def test_fuzz_on_every_transport_leaves_the_server_up_and_other_clients_whole(db
 
 
 async def _scenario(cluster: Cluster) -> None:
-    dsn = cluster.dsn
+    dsn = cluster.database_url
     user_id, username, topics = db.create_fixtures(dsn, checklists=1, tag=uuid.uuid4().hex[:8])
     import psycopg
     with psycopg.connect(dsn) as conn:
@@ -112,13 +112,13 @@ async def _scenario(cluster: Cluster) -> None:
         3, transports=["websocket", "xhr_streaming", "xhr"], topics=topics,
         start_tpos={t: s[0] for t, s in snaps.items()}, start_state={t: s[1] for t, s in snaps.items()},
         sockjs_url=cluster.sockjs_url, origin=ORIGIN, snapshot_fn=_snapshot_fn(dsn),
-        token_fn=lambda ts: mint(SECRET, user_id=user_id, username=username, topics=ts))
+        token_fn=lambda ts: mint(TOKEN_SECRET, user_id=user_id, username=username, topics=ts))
     deadline = time.monotonic() + 20
     while not all(set(c.records) <= c.live for c in bystanders):
         assert time.monotonic() < deadline, "bystanders did not subscribe"
         await asyncio.sleep(0.05)
     # A valid token for someone else's topic, replayed by the attackers (only its bits are flipped).
-    other_token = mint(SECRET, user_id=999, username="mallory", topics=["checklist:424242"])
+    other_token = mint(TOKEN_SECRET, user_id=999, username="mallory", topics=["checklist:424242"])
     load = Load(dsn, topics, writers=1, rate=20.0).start()
     seen: list[dict] = []
     try:
@@ -143,7 +143,7 @@ async def _scenario(cluster: Cluster) -> None:
     assert load.stats.events > 0
     assert totals.ok, totals
     # A newcomer still gets served.
-    t = make_transport("xhr", cluster.sockjs_url, ORIGIN)
+    t = make_client("xhr", cluster.sockjs_url, ORIGIN)
     await t.open()
     await t.send({"type": "ping", "id": 7})
     kind, msgs = await t.frames(5)
@@ -154,7 +154,7 @@ async def _scenario(cluster: Cluster) -> None:
 
 
 def test_token_replayed_for_another_topic_and_foreign_origin_deliver_nothing(db_url):
-    cluster = Cluster(db_url, relays=1)
+    cluster = make_cluster(db_url, relays=1)
     try:
         cluster.start()
         asyncio.run(asyncio.wait_for(_replay(cluster), 60))
@@ -163,12 +163,12 @@ def test_token_replayed_for_another_topic_and_foreign_origin_deliver_nothing(db_
 
 
 async def _replay(cluster: Cluster) -> None:
-    dsn = cluster.dsn
+    dsn = cluster.database_url
     alice_id, alice, alice_topics = db.create_fixtures(dsn, checklists=1, tag="a" + uuid.uuid4().hex[:6])
     _, _, bob_topics = db.create_fixtures(dsn, checklists=1, tag="b" + uuid.uuid4().hex[:6])
-    alice_token = mint(SECRET, user_id=alice_id, username=alice, topics=alice_topics)
+    alice_token = mint(TOKEN_SECRET, user_id=alice_id, username=alice, topics=alice_topics)
     for kind in ("websocket", "xhr_streaming", "xhr"):
-        t = make_transport(kind, cluster.sockjs_url, ORIGIN)
+        t = make_client(kind, cluster.sockjs_url, ORIGIN)
         await t.open()
         # The same (valid) token replayed on a second session is alice again, never bob.
         await t.send({"type": "auth", "token": alice_token},
@@ -190,7 +190,7 @@ async def _replay(cluster: Cluster) -> None:
         assert "authed" in types and "events" not in types and "subscribed" not in types, (kind, got)
         assert any(m.get("code") == "forbidden_topic" for m in got), (kind, got)
         # A foreign Origin cannot even open the session.
-        evil = make_transport(kind, cluster.sockjs_url, "http://evil.example")
+        evil = make_client(kind, cluster.sockjs_url, "http://evil.example")
         with pytest.raises(Exception):
             await evil.open(timeout=3)
         evil.abort()
@@ -203,7 +203,7 @@ def test_deeply_nested_json_is_answered_as_broken_not_with_a_traceback(db_url):
         cluster.start_sync()
 
         async def send() -> tuple[int, bytes]:
-            t = make_transport("xhr", cluster.sockjs_url, ORIGIN)
+            t = make_client("xhr", cluster.sockjs_url, ORIGIN)
             await t.open()
             try:
                 return await http_post(t.url + "/xhr_send", b"[" * 5000, {"Origin": ORIGIN}, 10.0)
@@ -228,7 +228,7 @@ def test_broker_forgery_with_keys_on_is_accepted_nowhere_and_skips_nothing(db_ur
     from chaos.trial import run_trial
     from tests.chaos.test_faults import OPTS
 
-    cluster = Cluster(db_url, relays=1)
+    cluster = make_cluster(db_url, relays=1)
     try:
         cluster.start()
         result = asyncio.run(asyncio.wait_for(

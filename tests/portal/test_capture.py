@@ -16,7 +16,7 @@ from django.test import Client
 
 from portal import provenance
 from portal.checklists.models import Checklist, Item, Membership
-from tests.support.processes import ROOT
+from stack.processes import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -40,7 +40,7 @@ def browser(monkeypatch):
 
 @pytest.fixture
 def sync_url_nowhere(settings):
-    from tests.support.processes import free_port
+    from stack.processes import free_port
 
     # Nothing listens there: the page must say it is not live, and keep working.
     settings.SYNC_PUBLIC_URL = f"http://127.0.0.1:{free_port()}/sync"

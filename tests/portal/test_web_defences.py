@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import Client
 
-from tests.support.processes import ROOT
+from stack.processes import ROOT
 
 pytestmark = pytest.mark.django_db
 

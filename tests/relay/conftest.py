@@ -1,18 +1,16 @@
-"""Helpers for the relay suite: broker/relay processes on free ports (with a throwaway
-CURVE key set), writers, and a subscriber running in its own thread that records what it
-delivers."""
+"""Helpers for the relay suite: broker and relay processes on free ports (a
+stack.cluster.Cluster with a throwaway CURVE key set and quick timers), writers, and a
+subscriber running in its own thread that records what it delivers."""
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from dataclasses import dataclass
 
 import psycopg
 import pytest
 
-from stack.keys import KeySet
-from tests.support.processes import free_port, python_module
+from stack.cluster import Cluster
 
 FAST = {  # quick timers keep the suite short; the defaults are tested in test_units
     "OUTBOX_RELAY_POLL_INTERVAL": "0.5",
@@ -23,34 +21,22 @@ FAST = {  # quick timers keep the suite short; the defaults are tested in test_u
 }
 
 
-@dataclass
-class Stack:
-    db_url: str
-    frontend: str
-    backend: str
-    daemons: object
-    keys: KeySet
-
-    def start_broker(self, **env: str):
-        b = self.daemons.start("broker", python_module("outbox_relay.broker"), {
-            "OUTBOX_BROKER_FRONTEND": self.frontend, "OUTBOX_BROKER_BACKEND": self.backend,
-            **self.keys.broker_env(), **env})
-        b.wait_for_line("broker ready")
-        return b
+class RelayCluster(Cluster):
+    """No sync server; a relay is named "relay" and awaited until it leads, unless told."""
 
     def start_relay(self, name: str = "relay", wait: str | None = "relay leader", **env: str):
-        d = self.daemons.start(name, python_module("outbox_relay"), {
-            "DATABASE_URL": self.db_url, "OUTBOX_RELAY_BROKER_URL": self.frontend,
-            "OUTBOX_RELAY_NAME": name, **self.keys.relay_env(), **FAST, **env})
-        if wait:
-            d.wait_for_line(wait, timeout=20)
-        return d
+        return super().start_relay(name, wait, **env)
 
 
 @pytest.fixture
-def stack(db_url, daemons) -> Stack:
-    return Stack(db_url, f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", daemons,
-                 KeySet.generate())
+def stack(db_url):
+    """Broker and relays are started by each test (stack.start_broker(), .start_relay());
+    all stopped at teardown."""
+    cluster = RelayCluster(db_url, relays=0, sync_servers=0, relay_env=FAST)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def emit(db_url: str, n: int, topic: str = "t:1", per_tx: int = 1) -> None:

@@ -48,14 +48,14 @@ def keep_sending(sock: zmq.Socket, frames: list[bytes], seconds: float = 1.5) ->
 def test_an_anonymous_publisher_cannot_inject_an_event(stack, collectors):
     stack.start_broker()
     stack.start_relay()
-    start = relay_state(stack.db_url)[0]
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+    start = relay_state(stack.database_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
     forger = anonymous(zmq.PUB, stack.frontend)
     try:
         keep_sending(forger, forged_event(start + 1))
     finally:
         forger.close(0)
-    emit(stack.db_url, 1, topic="t:1")
+    emit(stack.database_url, 1, topic="t:1")
     sub.wait_for_pos(start + 1)
     time.sleep(0.3)
     assert [(e.pos, e.data) for e in sub.events] == [(start + 1, {"i": 0})], "a forged event was delivered"
@@ -64,15 +64,15 @@ def test_an_anonymous_publisher_cannot_inject_an_event(stack, collectors):
 def test_a_forged_heartbeat_ahead_skips_nothing(stack, collectors):
     stack.start_broker()
     stack.start_relay()
-    start = relay_state(stack.db_url)[0]
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+    start = relay_state(stack.database_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
     forger = anonymous(zmq.PUB, stack.frontend)
     try:
         keep_sending(forger, forged_heartbeat(start + 3))
     finally:
         forger.close(0)
-    emit(stack.db_url, 3)
-    wait_until(lambda: relay_state(stack.db_url)[1] >= start + 3, what="the relay to publish")
+    emit(stack.database_url, 3)
+    wait_until(lambda: relay_state(stack.database_url)[1] >= start + 3, what="the relay to publish")
     try:
         wait_until(lambda: len(sub.events) >= 3, timeout=5, what="three real events")
     except TimeoutError:
@@ -83,12 +83,12 @@ def test_a_forged_heartbeat_ahead_skips_nothing(stack, collectors):
 def test_an_anonymous_subscriber_reads_nothing(stack, collectors):
     stack.start_broker()
     stack.start_relay()
-    start = relay_state(stack.db_url)[0]
+    start = relay_state(stack.database_url)[0]
     spy = anonymous(zmq.SUB, stack.backend)
     try:
-        sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+        sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
         time.sleep(0.5)  # both connected
-        emit(stack.db_url, 3, topic="checklist:1")
+        emit(stack.database_url, 3, topic="checklist:1")
         sub.wait_for_pos(start + 3)
         read = []
         deadline = time.monotonic() + 1.0  # heartbeats come every 0.3 s: the loop must end
@@ -115,8 +115,8 @@ def keyed(kind: int, url: str, curve: ClientKeys) -> zmq.Socket:
 def test_only_publisher_keys_publish(stack, collectors, who):
     stack.start_broker()
     stack.start_relay()
-    start = relay_state(stack.db_url)[0]
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+    start = relay_state(stack.database_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
     curve = stack.keys.subscriber() if who == "a subscriber key" else ClientKeys.generate(stack.keys.broker_public)
     forger = keyed(zmq.PUB, stack.frontend, curve)
     try:
@@ -124,7 +124,7 @@ def test_only_publisher_keys_publish(stack, collectors, who):
         keep_sending(forger, forged_heartbeat(start + 3), seconds=0.5)
     finally:
         forger.close(0)
-    emit(stack.db_url, 3, topic="t:1")
+    emit(stack.database_url, 3, topic="t:1")
     sub.wait_for_pos(start + 3)
     time.sleep(0.3)
     assert [(e.pos, e.data) for e in sub.events] == [(start + i + 1, {"i": i}) for i in range(3)]
@@ -135,13 +135,13 @@ def test_only_publisher_keys_publish(stack, collectors, who):
 def test_only_subscriber_keys_read(stack, collectors, who):
     stack.start_broker()
     stack.start_relay()
-    start = relay_state(stack.db_url)[0]
+    start = relay_state(stack.database_url)[0]
     curve = stack.keys.publisher() if who == "a publisher key" else ClientKeys.generate(stack.keys.broker_public)
     spy = keyed(zmq.SUB, stack.backend, curve)
     try:
-        sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+        sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
         time.sleep(0.5)
-        emit(stack.db_url, 3, topic="checklist:1")
+        emit(stack.database_url, 3, topic="checklist:1")
         sub.wait_for_pos(start + 3)
         read = []
         deadline = time.monotonic() + 1.0
@@ -158,13 +158,13 @@ def test_a_lying_publisher_with_a_valid_key_still_cannot_make_a_subscriber_skip(
     those positions are delivered when they come."""
     stack.start_broker()
     stack.start_relay()
-    start = relay_state(stack.db_url)[0]
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+    start = relay_state(stack.database_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
     liar = keyed(zmq.PUB, stack.frontend, stack.keys.publisher())
     try:
         keep_sending(liar, forged_heartbeat(start + 3))
         keep_sending(liar, forged_event(start + 5), seconds=0.5)  # a gap to a position nobody committed
-        emit(stack.db_url, 5, topic="t:1")
+        emit(stack.database_url, 5, topic="t:1")
         sub.wait_for_pos(start + 5)
     finally:
         liar.close(0)
@@ -182,17 +182,17 @@ def _delete(db_url: str, where: str, *args) -> None:
 def test_pruned_positions_are_skipped_and_a_hole_behind_the_watermarks_back_is_not(stack, collectors, caplog):
     stack.start_broker()
     stack.start_relay()
-    start = relay_state(stack.db_url)[0]
-    emit(stack.db_url, 6, topic="t:1")
-    wait_until(lambda: relay_state(stack.db_url)[1] >= start + 6, what="the relay to publish")
-    _delete(stack.db_url, "pos <= %s", start + 2)  # pruned: the watermark says so
-    with psycopg.connect(stack.db_url, autocommit=True) as conn:  # a hole it does not explain
+    start = relay_state(stack.database_url)[0]
+    emit(stack.database_url, 6, topic="t:1")
+    wait_until(lambda: relay_state(stack.database_url)[1] >= start + 6, what="the relay to publish")
+    _delete(stack.database_url, "pos <= %s", start + 2)  # pruned: the watermark says so
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:  # a hole it does not explain
         conn.execute("ALTER TABLE outbox DISABLE TRIGGER outbox_retention_watermark")
         try:
             conn.execute("DELETE FROM outbox WHERE pos = %s", (start + 5,))
         finally:
             conn.execute("ALTER TABLE outbox ENABLE TRIGGER outbox_retention_watermark")
-    late = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+    late = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
     late.wait_for_pos(start + 4)
     time.sleep(1.5)  # heartbeats keep asking; the hole stays unjumped
     assert late.positions() == [start + 3, start + 4] and late.sub.delivered_pos == start + 4
@@ -207,11 +207,11 @@ def test_a_refused_subscriber_says_so_loses_nothing_and_goes_live_once_allowed(s
     monkeypatch.setattr(handshakes, "RETRY", 0.3)
     broker = stack.start_broker()
     stack.start_relay()
-    start = relay_state(stack.db_url)[0]
+    start = relay_state(stack.database_url)[0]
     newcomer = ClientKeys.generate(stack.keys.broker_public)  # not (yet) in the broker's list
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0,
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0,
                      curve=newcomer)
-    emit(stack.db_url, 3)
+    emit(stack.database_url, 3)
     sub.wait_for_pos(start + 3, timeout=15)  # from the outbox, each time the stream stays silent
     assert "the broker refused this key" in caplog.text and sub.sub.catch_ups >= 1
     # The operator adds the key and restarts the broker: the subscriber retries and is live.
@@ -220,7 +220,7 @@ def test_a_refused_subscriber_says_so_loses_nothing_and_goes_live_once_allowed(s
     wait_until(lambda: "the broker accepts this key again" in caplog.text, what="the subscriber to be accepted")
     wait_until(lambda: sub.sub.heartbeat_at is not None, what="a heartbeat")
     before = sub.sub.catch_ups
-    emit(stack.db_url, 3)
+    emit(stack.database_url, 3)
     sub.wait_for_pos(start + 6)
     assert sub.sub.catch_ups == before, "delivered from the outbox, not live"
     assert sub.positions() == list(range(start + 1, start + 7))
@@ -232,17 +232,17 @@ def test_rotating_the_relay_key_loses_nothing(stack, collectors):
     both = f"{old},{new.relay_public}"
     broker = stack.start_broker(OUTBOX_BROKER_PUBLISHER_KEYS=both)
     relay = stack.start_relay()
-    start = relay_state(stack.db_url)[0]
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
-    emit(stack.db_url, 2)
+    start = relay_state(stack.database_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
+    emit(stack.database_url, 2)
     sub.wait_for_pos(start + 2)
     relay.stop()
     relay = stack.start_relay(name="relay-new", OUTBOX_RELAY_CURVE_SECRET_KEY=new.relay)
-    emit(stack.db_url, 2)
+    emit(stack.database_url, 2)
     sub.wait_for_pos(start + 4)
     broker.stop()
     broker = stack.start_broker(OUTBOX_BROKER_PUBLISHER_KEYS=new.relay_public)
-    emit(stack.db_url, 2)
+    emit(stack.database_url, 2)
     sub.wait_for_pos(start + 6)
     assert sub.positions() == list(range(start + 1, start + 7))
     assert f"broker accepted a publisher key={new.relay_public}" in broker.output()

@@ -9,8 +9,8 @@ import urllib.request
 import psycopg
 import pytest
 
+from stack.processes import free_port, python_module
 from tests.relay.conftest import emit, relay_state, wait_until
-from tests.support.processes import free_port, python_module
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,12 +23,12 @@ def test_events_flow_end_to_end_and_sigterm_exits_0(stack, collectors):
     broker = stack.start_broker()
     port = free_port()
     relay = stack.start_relay(OUTBOX_RELAY_MAX_EVENT_BYTES="300", OUTBOX_RELAY_METRICS_PORT=str(port))
-    start = relay_state(stack.db_url)[0]
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
-    emit(stack.db_url, 10, topic="checklist:1", per_tx=2)
-    with psycopg.connect(stack.db_url, autocommit=True) as conn:  # a poison row in the middle
+    start = relay_state(stack.database_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
+    emit(stack.database_url, 10, topic="checklist:1", per_tx=2)
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:  # a poison row in the middle
         conn.execute("SELECT outbox_emit('checklist:1', 'big', %s::jsonb)", (json.dumps({"b": "x" * 1000}),))
-    emit(stack.db_url, 5, topic="checklist:2")
+    emit(stack.database_url, 5, topic="checklist:2")
     sub.wait_for_pos(start + 16)
     assert_exactly_once_in_order(sub, start + 1, start + 16)
     poison = sub.events[10]
@@ -47,13 +47,13 @@ def test_kill_9_of_the_leader_standby_takes_over_without_loss(stack, collectors)
     stack.start_broker()
     first = stack.start_relay("relay-a")
     second = stack.start_relay("relay-b", wait="relay standby")
-    start = relay_state(stack.db_url)[0]
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
+    start = relay_state(stack.database_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
     total, done = 600, threading.Event()
 
     def writer() -> None:
         for _ in range(total // 10):
-            emit(stack.db_url, 10, topic="checklist:7", per_tx=5)
+            emit(stack.database_url, 10, topic="checklist:7", per_tx=5)
             time.sleep(0.005)
         done.set()
 
@@ -66,19 +66,19 @@ def test_kill_9_of_the_leader_standby_takes_over_without_loss(stack, collectors)
     assert done.is_set()
     sub.wait_for_pos(start + total, timeout=20)
     assert_exactly_once_in_order(sub, start + 1, start + total)
-    with psycopg.connect(stack.db_url, autocommit=True) as conn:
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
         pos = [r[0] for r in conn.execute("SELECT pos FROM outbox ORDER BY pos")]
     assert pos == list(range(start + 1, start + total + 1))
 
 
 def test_two_relays_started_at_once_with_concurrent_writers(stack, collectors):
     stack.start_broker()
-    start = relay_state(stack.db_url)[0]
+    start = relay_state(stack.database_url)[0]
     relays = [stack.start_relay(f"relay-{i}", wait=None) for i in range(2)]
     for r in relays:
         r.wait_for_line("relay started")
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
-    threads = [threading.Thread(target=emit, args=(stack.db_url, 100, f"t:{i % 2}", 1 + i)) for i in range(4)]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
+    threads = [threading.Thread(target=emit, args=(stack.database_url, 100, f"t:{i % 2}", 1 + i)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -87,7 +87,7 @@ def test_two_relays_started_at_once_with_concurrent_writers(stack, collectors):
     assert_exactly_once_in_order(sub, start + 1, start + 400)
     leaders = [r for r in relays if "relay leader" in r.output()]
     assert len(leaders) == 1 and all("relay standby" in r.output() for r in relays if r is not leaders[0])
-    with psycopg.connect(stack.db_url, autocommit=True) as conn:
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
         assert conn.execute("SELECT count(DISTINCT pos), min(pos), max(pos) FROM outbox").fetchone() == (400, start + 1, start + 400)
 
 
@@ -102,15 +102,15 @@ def test_listener_terminated_no_event_lost(stack, collectors):
     stack.start_broker()
     # A long poll interval: only the doorbell and the reconnect's drain can deliver in time.
     relay = stack.start_relay(OUTBOX_RELAY_POLL_INTERVAL="60")
-    start = relay_state(stack.db_url)[0]
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=30)
-    emit(stack.db_url, 3)
+    start = relay_state(stack.database_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=30)
+    emit(stack.database_url, 3)
     sub.wait_for_pos(start + 3, timeout=10)
-    assert _terminate(stack.db_url, "outbox-relay-listener") == 1
-    emit(stack.db_url, 3)
+    assert _terminate(stack.database_url, "outbox-relay-listener") == 1
+    emit(stack.database_url, 3)
     relay.wait_for_line("listener lost", timeout=10)
-    wait_until(lambda: _listening(stack.db_url), what="the listener to reconnect")
-    emit(stack.db_url, 3)
+    wait_until(lambda: _listening(stack.database_url), what="the listener to reconnect")
+    emit(stack.database_url, 3)
     sub.wait_for_pos(start + 9, timeout=10)
     assert_exactly_once_in_order(sub, start + 1, start + 9)
 
@@ -124,13 +124,13 @@ def _listening(db_url: str) -> bool:
 def test_leader_connection_terminated_it_stops_and_recovers(stack, collectors):
     stack.start_broker()
     relay = stack.start_relay()
-    start = relay_state(stack.db_url)[0]
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
-    emit(stack.db_url, 5)
+    start = relay_state(stack.database_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
+    emit(stack.database_url, 5)
     sub.wait_for_pos(start + 5)
-    assert _terminate(stack.db_url, "outbox-relay") == 1
+    assert _terminate(stack.database_url, "outbox-relay") == 1
     relay.wait_for_line("lost its database session", timeout=10)
-    emit(stack.db_url, 5)
+    emit(stack.database_url, 5)
     sub.wait_for_pos(start + 10, timeout=15)
     assert_exactly_once_in_order(sub, start + 1, start + 10)
     assert relay.output().count("relay leader") == 2
@@ -149,48 +149,48 @@ def _set_silent_writers(db_url: str, silent: bool) -> None:
 
 
 def test_doorbell_disabled_polling_still_delivers(stack, collectors):
-    _set_silent_writers(stack.db_url, True)
+    _set_silent_writers(stack.database_url, True)
     try:
         stack.start_broker()
         relay = stack.start_relay(OUTBOX_RELAY_POLL_INTERVAL="0.3")
-        start = relay_state(stack.db_url)[0]
-        sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=30)
+        start = relay_state(stack.database_url)[0]
+        sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=30)
         for _ in range(3):
-            emit(stack.db_url, 2)
+            emit(stack.database_url, 2)
             time.sleep(0.2)
         sub.wait_for_pos(start + 6)
         assert_exactly_once_in_order(sub, start + 1, start + 6)
         assert relay.alive()
     finally:
-        _set_silent_writers(stack.db_url, False)
+        _set_silent_writers(stack.database_url, False)
 
 
 def test_broker_restart_and_late_subscriber_repair_gaps(stack, collectors):
     broker = stack.start_broker()
     stack.start_relay()
-    start = relay_state(stack.db_url)[0]
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
-    emit(stack.db_url, 5)
+    start = relay_state(stack.database_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
+    emit(stack.database_url, 5)
     sub.wait_for_pos(start + 5)
     broker.kill(signal.SIGKILL)
     broker.proc.wait(5)
-    emit(stack.db_url, 5)  # published into the void
-    wait_until(lambda: relay_state(stack.db_url)[1] >= start + 10, what="relay to publish")
+    emit(stack.database_url, 5)  # published into the void
+    wait_until(lambda: relay_state(stack.database_url)[1] >= start + 10, what="relay to publish")
     stack.start_broker()
-    emit(stack.db_url, 5)
+    emit(stack.database_url, 5)
     sub.wait_for_pos(start + 15, timeout=20)
     # (ZeroMQ may have queued the messages sent while the broker was down and delivered
     # them after the reconnect, or dropped them: either way each arrives exactly once.)
     assert_exactly_once_in_order(sub, start + 1, start + 15)
     # A late joiner from an old position: catches up from the outbox, then goes live.
-    late = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start + 2, heartbeat_timeout=1.0)
-    emit(stack.db_url, 2)
+    late = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start + 2, heartbeat_timeout=1.0)
+    emit(stack.database_url, 2)
     late.wait_for_pos(start + 17)
     assert_exactly_once_in_order(late, start + 3, start + 17)
     # after_pos=None: live only, from the latest published position.
-    live = collectors(broker_url=stack.backend, dsn=stack.db_url, heartbeat_timeout=1.0)
+    live = collectors(broker_url=stack.backend, dsn=stack.database_url, heartbeat_timeout=1.0)
     wait_until(lambda: live.sub.delivered_pos >= start + 17, what="live subscriber to start")
-    emit(stack.db_url, 1)
+    emit(stack.database_url, 1)
     live.wait_for_pos(start + 18)
     assert live.positions() == [start + 18]
 
@@ -209,15 +209,15 @@ def _lose_on_the_wire(db_url: str, n: int) -> None:
 def test_lost_messages_are_repaired_on_gap_and_on_heartbeat(stack, collectors):
     stack.start_broker()
     stack.start_relay()
-    start = relay_state(stack.db_url)[0]
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=5)
-    emit(stack.db_url, 2)
+    start = relay_state(stack.database_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=5)
+    emit(stack.database_url, 2)
     sub.wait_for_pos(start + 2)
-    _lose_on_the_wire(stack.db_url, 3)
-    emit(stack.db_url, 2)  # the next live event reveals the gap
+    _lose_on_the_wire(stack.database_url, 3)
+    emit(stack.database_url, 2)  # the next live event reveals the gap
     sub.wait_for_pos(start + 7)
     assert sub.sub.catch_ups == 1
-    _lose_on_the_wire(stack.db_url, 3)  # nothing follows: the heartbeat reveals it
+    _lose_on_the_wire(stack.database_url, 3)  # nothing follows: the heartbeat reveals it
     sub.wait_for_pos(start + 10)
     assert sub.sub.catch_ups == 2
     assert_exactly_once_in_order(sub, start + 1, start + 10)
@@ -242,13 +242,13 @@ def test_out_of_order_commits_are_all_delivered_repeatedly(stack, collectors):
     between (and a third transaction stays open throughout): every event arrives."""
     stack.start_broker()
     stack.start_relay()
-    start = relay_state(stack.db_url)[0]
-    sub = collectors(broker_url=stack.backend, dsn=stack.db_url, after_pos=start, heartbeat_timeout=1.0)
-    with psycopg.connect(stack.db_url) as idle, psycopg.connect(stack.db_url) as a:
+    start = relay_state(stack.database_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=1.0)
+    with psycopg.connect(stack.database_url) as idle, psycopg.connect(stack.database_url) as a:
         idle.execute("SELECT outbox_emit('t:open', 'x', '{}')")  # open for the whole test
         for i in range(20):
             a.execute("SELECT outbox_emit('t:a', 'x', '{}')")
-            emit(stack.db_url, 1, topic="t:b")
+            emit(stack.database_url, 1, topic="t:b")
             sub.wait_for_pos(start + 2 * i + 1, timeout=10)  # B is not held back by A or the open one
             a.commit()
             sub.wait_for_pos(start + 2 * i + 2, timeout=10)

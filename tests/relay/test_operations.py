@@ -44,39 +44,39 @@ def listening(stack):
 
 
 def test_replay_by_pos_range_and_topic_keeps_positions(stack, listening):
-    emit(stack.db_url, 4, topic="t:1")
-    emit(stack.db_url, 3, topic="t:2")
-    pos = sequence_all(stack.db_url)
-    result = operations.replay(stack.db_url, stack.frontend, operations.Selection(from_pos=pos[1], to_pos=pos[5]),
+    emit(stack.database_url, 4, topic="t:1")
+    emit(stack.database_url, 3, topic="t:2")
+    pos = sequence_all(stack.database_url)
+    result = operations.replay(stack.database_url, stack.frontend, operations.Selection(from_pos=pos[1], to_pos=pos[5]),
                                curve=stack.keys.publisher())
     got = receive_all(listening)
     assert [m["pos"] for _, m in got] == pos[1:6] and result.count == 5
-    operations.replay(stack.db_url, stack.frontend, operations.Selection(topic="t:2"), rate=50,
+    operations.replay(stack.database_url, stack.frontend, operations.Selection(topic="t:2"), rate=50,
                       curve=stack.keys.publisher())
     got = receive_all(listening)
     assert [(t, m["pos"]) for t, m in got] == [(b"t:2", p) for p in pos[4:]]
 
 
 def test_replay_dry_run_sends_nothing_and_says_what_would_go(stack, listening):
-    emit(stack.db_url, 3, topic="t:9")
-    pos = sequence_all(stack.db_url)
+    emit(stack.database_url, 3, topic="t:9")
+    pos = sequence_all(stack.database_url)
     out = io.StringIO()
     ns = argparse.Namespace(cmd="replay", from_pos=pos[0], to_pos=None, since=None, until=None, topic=None,
                             dry_run=True, rate=None, broker=stack.frontend, no_progress=True)
-    admin_cli.run(ns, stack.db_url, out=out)
+    admin_cli.run(ns, stack.database_url, out=out)
     assert receive_all(listening) == []
     text = out.getvalue()
     assert f"would replay 3 events, pos {pos[0]}..{pos[2]}" in text and f"pos={pos[1]} topic=t:9" in text
 
 
 def test_replay_by_time_window(stack, listening):
-    emit(stack.db_url, 2, topic="old")
-    emit(stack.db_url, 2, topic="new")
-    with psycopg.connect(stack.db_url, autocommit=True) as conn:
+    emit(stack.database_url, 2, topic="old")
+    emit(stack.database_url, 2, topic="new")
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
         conn.execute("UPDATE outbox SET created_at = created_at - interval '2 days' WHERE topic = 'old'")
         since = conn.execute("SELECT now() - interval '1 day'").fetchone()[0]
-    sequence_all(stack.db_url)
-    operations.replay(stack.db_url, stack.frontend, operations.Selection(since=since), curve=stack.keys.publisher())
+    sequence_all(stack.database_url)
+    operations.replay(stack.database_url, stack.frontend, operations.Selection(since=since), curve=stack.keys.publisher())
     assert {t for t, _ in receive_all(listening)} == {b"new"}
 
 
@@ -155,8 +155,8 @@ def test_a_bad_replay_rate_is_a_usage_error(given, capsys):
 def test_admin_lists_outbox_with_relay_status_and_replays(stack, listening, client, django_user_model, settings):
     # The portal reads OUTBOX_RELAY_BROKER_URL and the relay's keys at start (portal/settings.py).
     settings.OUTBOX_REPLAY = AdminConfig(broker_url=stack.frontend)  # no publisher key: refused, named
-    emit(stack.db_url, 3, topic="checklist:5")
-    pos = sequence_all(stack.db_url)
+    emit(stack.database_url, 3, topic="checklist:5")
+    pos = sequence_all(stack.database_url)
     admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
     client.force_login(admin)
     page = client.get("/admin/outbox/outboxevent/?topic=checklist%3A5")

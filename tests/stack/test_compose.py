@@ -12,8 +12,8 @@ import yaml
 
 from runtime.settings import COMPOSE as COMPOSE_FILE, PORTAL, PREFIXES, REGISTRY, SYNC, SettingError
 from stack.keys import KeySet
+from stack.processes import ROOT
 from stack.supervisor import port_of
-from tests.support.processes import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]

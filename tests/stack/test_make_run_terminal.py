@@ -15,8 +15,8 @@ import time
 
 import pytest
 
+from stack.processes import ROOT
 from tests.stack.test_run import stack_env
-from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,9 +16,9 @@ import pytest
 from runtime.settings import SettingError
 from stack import run
 from stack.keys import KeySet
+from stack.processes import ROOT, Process, free_port
 from stack.run import Ports, parse_demo_users, ports_from_env, redact, service_specs
 from tests.stack.test_supervisor import gone
-from tests.support.processes import ROOT, Daemon, free_port
 
 START_TIMEOUT = 120.0  # migrate + seed + four services on a loaded 2-core CI machine
 
@@ -147,7 +147,7 @@ def stack_env(db_url: str) -> dict[str, str]:
     return env
 
 
-def run_stack(daemons, env: dict[str, str], *args: str, keys_dir=None) -> Daemon:
+def run_stack(daemons, env: dict[str, str], *args: str, keys_dir=None) -> Process:
     """`make run` in a child; its CURVE keys in keys_dir (a fresh temporary one by default,
     never the checkout's own .curve/)."""
     import tempfile
@@ -165,7 +165,7 @@ def http_status(url: str) -> int:
         return response.status
 
 
-def wait_exit(daemon: Daemon, timeout: float = 30.0) -> int:
+def wait_exit(daemon: Process, timeout: float = 30.0) -> int:
     return daemon.proc.wait(timeout)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from stack.processes import ROOT
 from tests.stack.test_supervisor import gone
-from tests.support.processes import ROOT
 
 START = (
     "import sys, pgserver; s = pgserver.get_server(sys.argv[1], cleanup_mode=None);"

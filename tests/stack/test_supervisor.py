@@ -11,11 +11,8 @@ import time
 
 import pytest
 
-from stack.supervisor import (
-    ServiceFailed, ServiceSpec, Supervisor, color_for, describe_exit, duplicate_ports,
-    last_meaningful_line, port_of, port_taken, prefix_line, taken_ports,
-)
-from tests.support.processes import free_port
+from stack.processes import ROOT, color_for, describe_exit, free_port, last_meaningful_line, prefix_line
+from stack.supervisor import ServiceFailed, ServiceSpec, Supervisor, duplicate_ports, port_of, port_taken, taken_ports
 
 PY = sys.executable
 
@@ -228,8 +225,6 @@ def test_children_die_with_a_killed_supervisor(tmp_path):
         "time.sleep(600)\n"
     )
     import subprocess
-
-    from tests.support.processes import ROOT
 
     runner = subprocess.Popen([PY, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

@@ -29,12 +29,12 @@ from outbox_relay.broker import Broker
 from outbox_relay.envelope import decode, encode_heartbeat
 from runtime import tokens
 from runtime.curve import ClientKeys
+from stack.cluster import ORIGIN
 from stack.keys import KeySet
+from stack.processes import free_port
 from syncserver.app import SyncServer
 from syncserver.config import Config
-from tests.support.processes import free_port
 
-ORIGIN = "http://127.0.0.1:8000"
 SECRET = "test-secret"
 # The users the tests' tokens name (token() defaults to 7, alice).
 USERNAMES = {1: "victim", 2: "mallory", 7: "alice", 8: "bob"}
@@ -209,6 +209,10 @@ class Stack:
     backend: str
     frontend: str
     keys: KeySet
+
+    @property
+    def sockjs_url(self) -> str:
+        return f"{self.base}/sync"
 
 
 @asynccontextmanager

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.syncserver.client import WebSocketClient, XhrStreamingClient
+from stack.sockjs_client import connect
 from tests.syncserver.harness import ORIGIN, django_call, new_topic, sync_stack, token, wait_delivered
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -88,8 +88,8 @@ async def test_a_removed_member_with_a_token_from_before_the_removal_receives_no
         await people.add_item("alice", cid, "before")
         await stack.relay.sequence()
         old_token = (await people.sync_token("bob", topic))["token"]
-        live = await WebSocketClient(stack.base).connect()
-        again = await XhrStreamingClient(stack.base, origin=ORIGIN).connect()
+        live = await connect("rawwebsocket", stack.sockjs_url)
+        again = await connect("xhr_streaming", stack.sockjs_url, ORIGIN)
         try:
             assert (await live.auth(old_token))["type"] == "authed"
             await live.subscribe(topic, await people.tpos("bob", cid))
@@ -129,7 +129,7 @@ async def test_events_stop_when_the_token_expires_without_renewal(db_url, settin
         cid, topic = await people.new_list("alice")
         await stack.relay.sequence()
         grant = await people.sync_token("alice", topic)
-        c = await WebSocketClient(stack.base).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             assert (await c.auth(grant["token"]))["type"] == "authed"
             await c.subscribe(topic, await people.tpos("alice", cid))
@@ -152,7 +152,7 @@ async def test_events_stop_when_the_token_expires_without_renewal(db_url, settin
 async def test_renewing_over_the_open_connection_keeps_events_flowing_past_the_first_expiry(db_url):
     topic, dropped = new_topic(db_url), new_topic(db_url)
     async with sync_stack(db_url) as stack:
-        c = await WebSocketClient(stack.base).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             authed = await c.auth(token([topic, dropped], ttl=2))
             assert authed["type"] == "authed" and 0 < authed["expires_in"] <= 2
@@ -186,7 +186,7 @@ async def test_a_new_member_cannot_read_what_the_list_carried_before_he_joined(d
         await people.add_item("alice", cid, "Cake")
         await people.share("alice", cid, "carol")
         await stack.relay.sequence()
-        c = await WebSocketClient(stack.base).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             assert (await c.auth((await people.sync_token("carol", topic))["token"]))["type"] == "authed"
             await c.subscribe(topic, 0)
@@ -207,7 +207,7 @@ async def test_events_name_writers_as_rest_does_without_token_or_request_ids(db_
         await people.share("alice", cid, "bob")
         await stack.relay.sequence()
         since = await people.tpos("bob", cid)
-        c = await WebSocketClient(stack.base).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             assert (await c.auth((await people.sync_token("bob", topic))["token"]))["type"] == "authed"
             if path == "live":
@@ -235,7 +235,7 @@ async def test_a_membership_not_yet_sequenced_answers_resync_until_the_relay_has
         await people.add_item("alice", cid, "old news")
         await stack.relay.sequence()
         await people.share("alice", cid, "bob")  # committed, not sequenced
-        c = await WebSocketClient(stack.base).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             assert (await c.auth((await people.sync_token("bob", topic))["token"]))["type"] == "authed"
             before = await people.tpos("bob", cid)
@@ -267,7 +267,7 @@ async def test_rejoining_gives_events_from_the_rejoin_on(db_url):
         await people.add_item("alice", cid, "after the rejoin")
         events = await stack.relay.sequence()
         rejoin = next(e for e in events if e.entity == "membership" and e.op == "insert")
-        c = await WebSocketClient(stack.base).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             assert (await c.auth((await people.sync_token("bob", topic))["token"]))["type"] == "authed"
             await c.subscribe(topic, first)  # from before the removal: not the current membership's
@@ -283,7 +283,7 @@ async def test_rejoining_gives_events_from_the_rejoin_on(db_url):
 async def test_a_database_failure_during_the_check_answers_resync(db_url):
     topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
-        c = await WebSocketClient(stack.base).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             await c.auth(token([topic]))
             await stack.server.catchup.pool.close()
@@ -355,7 +355,7 @@ async def test_a_removal_committed_while_the_check_runs_revokes_the_subscription
             asyncio.ensure_future(later())
             return wrapped
         authority.check = slow_check
-        c = await WebSocketClient(stack.base).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             await c.auth((await people.sync_token("bob", topic))["token"])
             await c.subscribe(topic, since)

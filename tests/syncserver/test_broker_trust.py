@@ -11,8 +11,8 @@ import zmq
 import zmq.asyncio
 from tornado.httpclient import AsyncHTTPClient
 
+from stack.sockjs_client import connect
 from syncserver.redaction import for_browsers
-from tests.syncserver.client import WebSocketClient
 from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,7 +52,7 @@ def seen_by_browsers(event) -> dict:
 async def test_a_forged_event_never_reaches_a_client_and_the_real_commit_does(db_url):
     topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
-        c = await WebSocketClient(stack.base, raw=True, origin=ORIGIN).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url, ORIGIN)
         try:
             await c.auth(token([topic]))
             await c.subscribe(topic, 0)
@@ -69,7 +69,7 @@ async def test_a_forged_event_never_reaches_a_client_and_the_real_commit_does(db
 async def test_a_forged_heartbeat_ahead_neither_skips_commits_nor_fools_healthz(db_url):
     topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
-        c = await WebSocketClient(stack.base, raw=True, origin=ORIGIN).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url, ORIGIN)
         http = AsyncHTTPClient(force_instance=True)
         try:
             await c.auth(token([topic]))
@@ -101,7 +101,7 @@ async def test_a_lying_heartbeat_with_a_relay_key_is_counted_in_metrics_not_acte
     """Defence in depth, past CURVE: a publisher key in the wrong hands."""
     topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
-        c = await WebSocketClient(stack.base, raw=True, origin=ORIGIN).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url, ORIGIN)
         http = AsyncHTTPClient(force_instance=True)
         liar = zmq.asyncio.Context.instance().socket(zmq.PUB)
         liar.setsockopt(zmq.LINGER, 0)

@@ -5,28 +5,21 @@ import json
 
 import pytest
 
+from stack.sockjs_client import connect
 from syncserver.redaction import browser_raw
-from tests.syncserver.client import WebSocketClient, XhrPollingClient, XhrStreamingClient
 from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def _open(kind, base):
-    if kind == "raw":
-        return await WebSocketClient(base, raw=True, origin=ORIGIN).connect()
-    if kind == "framed":
-        return await WebSocketClient(base, raw=False, origin=ORIGIN).connect()
-    if kind == "xhr_streaming":
-        return await XhrStreamingClient(base, origin=ORIGIN).connect()
-    return await XhrPollingClient(base, origin=ORIGIN).connect()
+TRANSPORT = {"raw": "rawwebsocket", "framed": "websocket", "xhr_streaming": "xhr_streaming", "xhr": "xhr"}
 
 
 @pytest.mark.parametrize("kind", ["raw", "framed", "xhr_streaming", "xhr"])
 async def test_clients_receive_exactly_the_committed_events_in_order(db_url, kind):
     topic, other = new_topic(db_url), new_topic(db_url)
     async with sync_stack(db_url) as stack:
-        c = await _open(kind, stack.base)
+        c = await connect(TRANSPORT[kind], stack.sockjs_url, ORIGIN)
         try:
             authed = await c.auth(token([topic]))
             assert (authed["type"], authed["user"]) == ("authed", "alice") and 299 <= authed["expires_in"] <= 300
@@ -51,7 +44,7 @@ async def test_clients_receive_exactly_the_committed_events_in_order(db_url, kin
 
 async def test_heartbeats_reach_clients_with_the_delivered_pos(db_url):
     async with sync_stack(db_url) as stack:
-        c = await WebSocketClient(stack.base, raw=True).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             await stack.relay.items(new_topic(db_url), 1)
             for _ in range(40):

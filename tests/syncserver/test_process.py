@@ -12,9 +12,10 @@ import time
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
+from stack.cluster import Cluster
 from stack.keys import KeySet
-from tests.support.processes import free_port, python_module
-from tests.syncserver.client import WebSocketClient, XhrStreamingClient
+from stack.processes import python_module
+from stack.sockjs_client import connect
 from tests.syncserver.harness import ORIGIN, SECRET, token
 
 
@@ -40,26 +41,26 @@ def _write(fn):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_end_to_end_orm_write_reaches_websocket_and_xhr_streaming_clients(db_url, daemons):
+def test_end_to_end_orm_write_reaches_websocket_and_xhr_streaming_clients(db_url):
+    cluster = Cluster(db_url, relays=0, sync_servers=0, origin=ORIGIN, token_secret=SECRET,
+                      relay_env={"OUTBOX_RELAY_HEARTBEAT_INTERVAL": "0.3", "OUTBOX_RELAY_POLL_INTERVAL": "0.5"})
+    try:
+        _end_to_end(cluster)
+    finally:
+        cluster.stop()
+
+
+def _end_to_end(cluster: Cluster) -> None:
     from django.contrib.auth.models import User
     from django.db import transaction
 
     from portal.checklists.models import Checklist, Item, Membership, checklist_topic
 
-    frontend, backend, port = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", free_port()
-    keys = KeySet.generate()
-    daemons.start("broker", python_module("outbox_relay.broker"),
-                  {"OUTBOX_BROKER_FRONTEND": frontend, "OUTBOX_BROKER_BACKEND": backend, **keys.broker_env()}
-                  ).wait_for_line("broker ready")
-    relay = daemons.start("relay", python_module("outbox_relay"), {
-        "DATABASE_URL": db_url, "OUTBOX_RELAY_BROKER_URL": frontend, "OUTBOX_RELAY_METRICS_PORT": "0", **keys.relay_env(),
-        "OUTBOX_RELAY_HEARTBEAT_INTERVAL": "0.3", "OUTBOX_RELAY_POLL_INTERVAL": "0.5"})
-    relay.wait_for_line("relay leader", 20)
-    sync = daemons.start("sync", python_module("syncserver"), {
-        "DATABASE_URL": db_url, "SYNC_BROKER_URL": backend, "SYNC_PORT": str(port), "SYNC_TOKEN_SECRET": SECRET,
-        "SYNC_ALLOWED_ORIGINS": ORIGIN, **keys.sync_env()})
-    assert sync.wait_for_line("syncserver ready", 20).endswith(f"port={port}")
-    base = f"http://127.0.0.1:{port}"
+    cluster.start_broker()
+    relay = cluster.start_relay("relay", wait="relay leader")
+    sync = cluster.start_sync()
+    assert sync.wait_for_line("syncserver ready", 20).endswith(f"port={cluster.sync_port}")
+    base, sockjs_url = cluster.sync_base, cluster.sockjs_url
 
     async def scenario():
         user = await _write(lambda: User.objects.create_user("alice", password="x"))
@@ -73,7 +74,7 @@ def test_end_to_end_orm_write_reaches_websocket_and_xhr_streaming_clients(db_url
             return checklist
         checklist = await _write(new_list)
         topic = checklist_topic(checklist.pk)
-        clients = [await WebSocketClient(base).connect(), await XhrStreamingClient(base, origin=ORIGIN).connect()]
+        clients = [await connect("rawwebsocket", sockjs_url), await connect("xhr_streaming", sockjs_url, ORIGIN)]
         for c in clients:
             await c.auth(token([topic], user_id=user.pk))
             await c.subscribe(topic, 0)
@@ -85,12 +86,12 @@ def test_end_to_end_orm_write_reaches_websocket_and_xhr_streaming_clients(db_url
                 try:
                     msg = await c.recv(15)
                 except asyncio.TimeoutError:
-                    raise AssertionError(f"{type(c).__name__}: no event in 15 s; received {seen}\n"
+                    raise AssertionError(f"{c.transport}: no event in 15 s; received {seen}\n"
                                          f"--- relay\n{relay.output()}\n--- sync\n{sync.output()}") from None
                 seen.append(msg)
                 # A new checklist's topic starts at tpos 0 (tests/conftest.py resets the relay's
                 # tables): a resync here means the topic had history before this test.
-                assert msg["type"] != "resync", f"{type(c).__name__} got {msg} subscribing {topic} since 0"
+                assert msg["type"] != "resync", f"{c.transport} got {msg} subscribing {topic} since 0"
                 if msg["type"] in ("events", "recovered"):
                     events += msg["events"]
             assert [e["tpos"] for e in events] == list(range(1, len(events) + 1))

@@ -13,7 +13,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from runtime.peers import parse_trusted
-from tests.syncserver.client import session_path
+from stack.sockjs_client import session_path
 from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -6,8 +6,8 @@ import json
 import psycopg
 import pytest
 
+from stack.sockjs_client import connect
 from syncserver.redaction import browser_raw
-from tests.syncserver.client import WebSocketClient, XhrStreamingClient
 from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,7 +22,7 @@ async def _subscribe(client, topic, since):
 async def test_reconnect_gets_exactly_the_missed_events(db_url, ring):
     topic = new_topic(db_url)
     async with sync_stack(db_url, recent_events=ring) as stack:
-        c = await WebSocketClient(stack.base).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         await _subscribe(c, topic, 0)
         assert (await c.recv())["type"] == "subscribed"
         await stack.relay.items(topic, 2)
@@ -31,7 +31,7 @@ async def test_reconnect_gets_exactly_the_missed_events(db_url, ring):
         assert seen == [1, 2]
         await c.close()
         missed = await stack.relay.items(topic, 5)
-        c2 = await XhrStreamingClient(stack.base, origin=ORIGIN).connect()
+        c2 = await connect("xhr_streaming", stack.sockjs_url, ORIGIN)
         try:
             await _subscribe(c2, topic, 2)
             rec = await c2.recv_type("recovered")
@@ -50,7 +50,7 @@ async def test_too_far_behind_after_pruning_gets_resync(db_url):
         await stack.relay.items(topic, 6)
         async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
             await conn.execute("DELETE FROM outbox WHERE topic = %s AND tpos <= 3", (topic,))
-        c = await WebSocketClient(stack.base).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             await _subscribe(c, topic, 1)  # needs tpos 2..6; 2 and 3 are gone
             assert await c.recv() == {"type": "resync", "topic": topic, "tpos": 6}
@@ -69,7 +69,7 @@ async def test_client_ahead_of_the_outbox_gets_resync_and_one_just_ahead_of_the_
         await stack.relay.items(topic, 2)
         # Sequenced but not yet published: the REST API may already report tpos 3.
         unpublished = await stack.relay.commit(topic, [{"id": 9}], publish=False)
-        c = await WebSocketClient(stack.base).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             await _subscribe(c, topic, 3)
             assert await c.recv() == {"type": "subscribed", "topic": topic, "tpos": 3}
@@ -85,7 +85,7 @@ async def test_client_ahead_of_the_outbox_gets_resync_and_one_just_ahead_of_the_
 async def test_unknown_topic_since_zero_is_live(db_url):
     topic = new_topic(db_url)
     async with sync_stack(db_url) as stack:
-        c = await WebSocketClient(stack.base).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             await _subscribe(c, topic, 0)
             assert await c.recv() == {"type": "subscribed", "topic": topic, "tpos": 0}

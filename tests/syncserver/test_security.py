@@ -8,7 +8,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httpclient import HTTPClientError
 
-from tests.syncserver.client import WebSocketClient, XhrPollingClient, XhrStreamingClient, session_path
+from stack.sockjs_client import connect, session_path
 from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,7 +27,7 @@ async def test_refused_subscriptions_deliver_nothing(db_url):
         }
         clients = []
         for name, (tok, code) in cases.items():
-            c = await WebSocketClient(stack.base).connect()
+            c = await connect("rawwebsocket", stack.sockjs_url)
             clients.append(c)
             if tok is not None:
                 reply = await c.auth(tok)
@@ -48,7 +48,7 @@ async def test_foreign_origin_is_refused_on_every_transport(db_url):
     async with sync_stack(db_url, disabled_transports=()) as stack:
         for raw in (True, False):
             with pytest.raises(HTTPClientError) as exc:
-                await WebSocketClient(stack.base, raw=raw, origin=EVIL).connect()
+                await connect("rawwebsocket" if raw else "websocket", stack.sockjs_url, EVIL)
             assert "403" in str(exc.value)
         http = AsyncHTTPClient(force_instance=True)
         try:
@@ -86,8 +86,8 @@ async def test_htmlfile_and_jsonp_are_off_by_default(db_url):
 async def test_a_message_injected_into_another_clients_session_gains_nothing(db_url):
     mine, secret_topic = new_topic(db_url, [1]), new_topic(db_url, [2])
     async with sync_stack(db_url) as stack:
-        victim = await XhrStreamingClient(stack.base, origin=ORIGIN).connect()
-        attacker = await WebSocketClient(stack.base).connect()
+        victim = await connect("xhr_streaming", stack.sockjs_url, ORIGIN)
+        attacker = await connect("rawwebsocket", stack.sockjs_url)
         try:
             await victim.auth(token([mine], user_id=1, username="victim"))
             await victim.subscribe(mine, 0)
@@ -116,8 +116,8 @@ async def test_a_message_injected_into_another_clients_session_gains_nothing(db_
 async def test_membership_removal_ends_the_subscription_at_once(db_url):
     topic = new_topic(db_url, [7, 8])
     async with sync_stack(db_url) as stack:
-        alice = await WebSocketClient(stack.base).connect()
-        bob = await XhrStreamingClient(stack.base, origin=ORIGIN).connect()
+        alice = await connect("rawwebsocket", stack.sockjs_url)
+        bob = await connect("xhr_streaming", stack.sockjs_url, ORIGIN)
         try:
             for c, uid in ((alice, 7), (bob, 8)):
                 await c.auth(token([topic], user_id=uid))
@@ -145,8 +145,8 @@ async def test_membership_removal_ends_the_subscription_at_once(db_url):
 async def test_malformed_input_gets_errors_and_the_connection_keeps_working(db_url):
     topic, a, b = new_topic(db_url), new_topic(db_url), new_topic(db_url)
     async with sync_stack(db_url, max_message_bytes=1024, max_subscriptions=2) as stack:
-        raw = await WebSocketClient(stack.base).connect()
-        framed = await WebSocketClient(stack.base, raw=False).connect()
+        raw = await connect("rawwebsocket", stack.sockjs_url)
+        framed = await connect("websocket", stack.sockjs_url)
         try:
             cases = [
                 ("{not json", "bad_json"),
@@ -159,7 +159,7 @@ async def test_malformed_input_gets_errors_and_the_connection_keeps_working(db_u
             ]
             for c in (raw, framed):
                 for text, code in cases:
-                    await c.send_text(text)
+                    await c.send(text)
                     msg = await c.recv()
                     assert msg["type"] == "error" and msg["code"] == code, (text[:40], msg)
             await raw.send_frame(b"\xff\xfe{", binary=True)  # invalid UTF-8
@@ -180,7 +180,7 @@ async def test_malformed_input_gets_errors_and_the_connection_keeps_working(db_u
             for c in (raw, framed):
                 assert [e["tpos"] for e in (await c.recv_type("events"))["events"]] == [1]
             # The server is healthy for a newcomer.
-            fresh = await XhrPollingClient(stack.base, origin=ORIGIN).connect()
+            fresh = await connect("xhr", stack.sockjs_url, ORIGIN)
             await fresh.send({"type": "ping", "id": 1})
             assert await fresh.recv() == {"type": "pong", "id": 1}
             await fresh.close()
@@ -191,7 +191,7 @@ async def test_malformed_input_gets_errors_and_the_connection_keeps_working(db_u
 
 async def test_flooding_is_rate_limited(db_url):
     async with sync_stack(db_url) as stack:
-        c = await WebSocketClient(stack.base).connect()
+        c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             for i in range(400):
                 await c.send({"type": "ping", "id": i})

@@ -15,9 +15,9 @@ from sockjs.tornado import SockJSConnection, SockJSRouter
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from stack.sockjs_client import session_path
 from syncserver.origins import OriginPolicy
 from syncserver.sockjs_patches import NO_CACHE, PatchedRouter
-from tests.syncserver.client import session_path
 
 ORIGIN = "http://127.0.0.1:8000"
 
@@ -36,10 +36,10 @@ class CloseAtOnce(SockJSConnection):
 
 
 @asynccontextmanager
-async def serve(conn=Echo, patched=True, disabled=("htmlfile", "jsonp")):
+async def serve(conn=Echo, patched=True, disabled=("htmlfile", "jsonp"), origins=(ORIGIN,)):
     settings = {"disabled_transports": list(disabled), "jsessionid": False}
     if patched:
-        router = PatchedRouter(conn, "/echo", settings, OriginPolicy({ORIGIN}))
+        router = PatchedRouter(conn, "/echo", settings, OriginPolicy(set(origins)))
     else:
         router = SockJSRouter(conn, "/echo", settings)
     server = tornado.httpserver.HTTPServer(tornado.web.Application(router.urls))
@@ -113,6 +113,19 @@ async def test_greeting_and_info():
         assert pre.code == 204 and pre.headers["Access-Control-Allow-Methods"] == "OPTIONS, GET"
         iframe = await http.fetch(f"{base}/iframe.html", raise_error=False)
         assert iframe.code == 404
+
+
+async def test_fault7_info_states_the_allowed_origins():
+    # Upstream says "origins": ["*:*"] whatever the allowlist: any origin, which is false.
+    async with serve(origins=("https://B.example:443", "http://127.0.0.1:8000")) as (base, http):
+        for origin in (None, "https://b.example"):
+            info = await http.fetch(HTTPRequest(f"{base}/info", headers={"Origin": origin} if origin else {}))
+            assert json.loads(info.body)["origins"] == ["http://127.0.0.1:8000", "https://b.example"]
+
+
+async def test_fault7_is_real_in_upstream():
+    async with serve(patched=False) as (base, http):
+        assert json.loads((await http.fetch(f"{base}/info")).body)["origins"] == ["*:*"]
 
 
 async def test_xhr_polling_framing_and_unknown_session():
