@@ -16,7 +16,9 @@ class PrivatePostgres:
     chaos run may restart: never the machine's shared server."""
 
     def __init__(self) -> None:
-        import pgserver
+        from runtime.database import load_pgserver
+
+        pgserver = load_pgserver()
 
         self.dir = Path(tempfile.mkdtemp(prefix="chaos-pg-"))
         self.server = pgserver.get_server(self.dir / "data", cleanup_mode="delete")
