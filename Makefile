@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run test test-fast chaos bench stop-db clean
+.PHONY: setup run test test-fast test-db chaos bench stop-db clean
 
 $(STAMP): pyproject.toml package.json
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -26,6 +26,16 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not browser and not slow"
+
+# The suites whose subject is PostgreSQL itself: the schema, capture, the claim, catch-up and
+# authority. .ci/run runs them against the machine's server too (another major version than
+# the embedded one), after the whole suite on the embedded PostgreSQL.
+DB_SUITES := tests/relay tests/portal/test_schema_sql.py tests/portal/test_capture.py \
+	tests/portal/test_capture_doorbell.py tests/portal/test_sync_grants.py \
+	tests/syncserver/test_authority.py tests/syncserver/test_resume.py tests/test_database_isolation.py
+
+test-db: setup
+	$(PY) -m pytest $(DB_SUITES)
 
 chaos: setup
 	$(PY) -m chaos $(ARGS)
