@@ -57,13 +57,18 @@ def _git(*args: str) -> str:
 
 def side(rev: str | None) -> dict:
     """Migrations (name -> SQL) and the relay's session setup of a revision, or of this checkout."""
+    # A revision with migrations/schema.sql is built from it; an older one (the numbered
+    # history before the schema file) from its numbered files in order.
     if rev is None:
-        migrations = {p.name: p.read_text() for p in sorted((ROOT / "migrations").glob("[0-9]*.sql"))}
+        names = [p.name for p in (ROOT / "migrations").glob("*.sql")]
+        read = lambda name: (ROOT / "migrations" / name).read_text()  # noqa: E731
         relay = (ROOT / "outbox_relay" / "relay.py").read_text()
     else:
         names = [n.split("/")[-1] for n in _git("ls-tree", "--name-only", rev, "migrations/").split()]
-        migrations = {n: _git("show", f"{rev}:migrations/{n}") for n in sorted(names) if re.match(r"\d{4}_.*\.sql$", n)}
+        read = lambda name: _git("show", f"{rev}:migrations/{name}")  # noqa: E731
         relay = _git("show", f"{rev}:outbox_relay/relay.py")
+    chosen = ["schema.sql"] if "schema.sql" in names else sorted(n for n in names if re.match(r"\d{4}_.*\.sql$", n))
+    migrations = {name: read(name) for name in chosen}
     found = re.search(r'^GENERIC_PLANS_SQL = "(.*)"$', relay, re.M)
     return {"name": rev or "this checkout", "migrations": migrations, "session_sql": found.group(1) if found else None}
 

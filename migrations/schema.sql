@@ -6,12 +6,13 @@
 -- application's tables: an application attaches capture to its own tables with
 -- outbox_track() (the demo's are in portal/checklists/sql/schema.sql).
 --
--- How it changes: migrations/NNNN_name.sql files take a database from one state to the
--- next (0001_baseline.sql is this file as it stood when the history was squashed); the
--- Django app portal/outbox applies them, so `manage.py migrate` sets up everything. A change
--- edits this file AND adds a new NNNN file; a released NNNN file is never edited.
--- tests/portal/test_schema_sql.py proves that migrating a fresh database yields exactly
--- what this file declares.
+-- How it changes: `manage.py migrate` builds a new database from this file (the Django app
+-- portal/outbox applies it). A change to a released schema edits this file AND adds a
+-- numbered step beside it, migrations/NNNN_name.sql, that takes a database built from an
+-- older schema to the new one; outbox_schema_version (at the end) records which steps a
+-- database includes, so a step is skipped where this file already had it
+-- (portal/outbox/sqlfiles.py). Released steps are never edited.
+-- tests/portal/test_schema_sql.py proves that migrating yields exactly what this file declares.
 --
 -- Vocabulary: a writer's transaction inserts outbox rows (one per captured change); the relay
 -- leader later "sequences" them, giving each a global position `pos` and a position `tpos`
@@ -547,3 +548,17 @@ CREATE TRIGGER outbox_retention_watermark
     AFTER DELETE ON outbox
     REFERENCING OLD TABLE AS outbox_deleted
     FOR EACH STATEMENT EXECUTE FUNCTION outbox_raise_watermark();
+
+
+-- =========================================================================================
+-- Schema version
+-- =========================================================================================
+
+-- The number of the last numbered step (migrations/NNNN_*.sql) this schema includes: none
+-- yet. A database built from this file skips the steps it includes already; every step
+-- applied to an older database raises it.
+CREATE TABLE outbox_schema_version (
+    id      int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    version int NOT NULL
+);
+INSERT INTO outbox_schema_version (version) VALUES (0);

@@ -250,21 +250,22 @@ def resolve_database(env: Mapping[str, str]) -> str:
             ) from exc
     try:
         with psycopg.connect(url, connect_timeout=5) as conn:
-            built_before_squash = (conn.execute("SELECT to_regclass('django_migrations') IS NOT NULL").fetchone()[0]
-                                   and conn.execute(PRE_SQUASH_SQL).fetchone()[0])
+            built_earlier = conn.execute(EARLIER_HISTORY_SQL).fetchone()[0] and not conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM django_migrations WHERE app = 'outbox' AND name = '0001_schema')"
+            ).fetchone()[0]
     except psycopg.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise StackError(f"PostgreSQL is not reachable at {redact(url)}: {first}") from exc
-    if built_before_squash:
+    if built_earlier:
         hint = "make stop-db && rm -rf .pgdata" if given(env, "DATABASE_URL") is None else "drop and create it"
-        raise StackError(f"the database at {redact(url)} was built by the outbox migrations from before they were"
-                         f" squashed (never released) and cannot be migrated; make it again: {hint}")
+        raise StackError(f"the database at {redact(url)} was built by an earlier, unreleased history of the outbox"
+                         f" schema and cannot be migrated; make it again: {hint}")
     return url
 
 
-# A database migrated by the history before the squash (migrations/0001_baseline.sql): Django
-# recorded outbox 0001_outbox there, a name the squashed history does not have.
-PRE_SQUASH_SQL = "SELECT EXISTS (SELECT 1 FROM django_migrations WHERE app = 'outbox' AND name = '0001_outbox')"
+# A database that has an outbox Django did not build from migrations/schema.sql (outbox
+# 0001_schema): an earlier, unreleased migration history made it, and nothing moves it forward.
+EARLIER_HISTORY_SQL = ("SELECT to_regclass('outbox') IS NOT NULL AND to_regclass('django_migrations') IS NOT NULL")
 
 
 class Stack:

@@ -112,7 +112,8 @@ def test_claim_cost_claims_each_side_as_its_relay_does():
 
     here = claim_cost.side(None)
     assert here["session_sql"] == relay.GENERIC_PLANS_SQL
-    assert "0001_baseline.sql" in here["migrations"]
-    assert list(here["migrations"]) == sorted(here["migrations"])
+    assert list(here["migrations"]) == ["schema.sql"]
     head = claim_cost.side("HEAD")
-    assert head["name"] == "HEAD" and "0001_baseline.sql" in head["migrations"]
+    assert head["name"] == "HEAD" and list(head["migrations"]) == ["schema.sql"]
+    before = claim_cost.side("dc207c9")  # the numbered history before the schema file
+    assert "0001_outbox.sql" in before["migrations"] and list(before["migrations"]) == sorted(before["migrations"])

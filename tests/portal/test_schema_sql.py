@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
-from django.db.migrations.operations.special import SeparateDatabaseAndState
 from psycopg import sql
 
-from portal.outbox.sqlfiles import SCHEMA_FILE, SQL_DIR, RunSQLFile
+from portal.outbox.sqlfiles import SCHEMA_FILE, SQL_DIR, ApplyStep
 
 APP_SCHEMA_FILE = Path(__file__).resolve().parents[2] / "portal" / "checklists" / "sql" / "schema.sql"
 # The app tables the app's schema file attaches triggers to (Django creates the tables).
 APP_TABLES = ("checklists_checklist", "checklists_membership", "checklists_item")
-OWNED = ("outbox%", "sync%")  # the names of the objects the schema files own
+OWNED = ("outbox%", "sync%", "checklists_schema_version")  # the names of the objects the schema files own
 
 
 def describe(conn: psycopg.Connection) -> dict[str, list[tuple]]:
@@ -108,26 +108,40 @@ def test_the_description_sees_a_difference():
         assert before[part] != after[part], part  # undone when the test transaction rolls back
 
 
-def test_every_numbered_sql_file_is_applied_by_a_django_migration_in_order():
-    """No numbered file is left out (it would never reach a database) or applied twice, and
-    the steps of each directory run in the order of their numbers."""
+def test_every_numbered_step_is_applied_by_a_django_migration_in_order():
+    """No numbered step is left out (it would never reach a database) or applied twice, and
+    each owner's steps run in the order of their numbers, each number being its file's."""
     loader = MigrationLoader(None, ignore_no_migrations=True)
-    applied: list[Path] = []
-
-    def walk(ops):
-        for op in ops:
-            if isinstance(op, SeparateDatabaseAndState):
-                walk(op.database_operations)
-            elif isinstance(op, RunSQLFile):
-                applied.append((op.directory or SQL_DIR) / op.file_name)
-
+    steps: list[ApplyStep] = []
     plan = []
     for leaf in loader.graph.leaf_nodes():
         for key in loader.graph.forwards_plan(leaf):
             if key not in plan:
                 plan.append(key)
     for key in plan:
-        walk(loader.graph.nodes[key].operations)
+        steps += [op for op in loader.graph.nodes[key].operations if isinstance(op, ApplyStep)]
     for directory in (SQL_DIR, APP_SCHEMA_FILE.parent):
         files = sorted(p for p in directory.glob("*.sql") if re.match(r"\d{4}_", p.name))
-        assert files and [p for p in applied if p.parent == directory] == files, directory
+        assert [s.path for s in steps if s.path.parent == directory] == files, directory
+    for step in steps:
+        assert int(step.file_name[:4]) == step.number, step.file_name
+
+
+@pytest.mark.django_db
+def test_a_step_runs_once_and_never_where_the_schema_included_it(tmp_path):
+    """A database built from a schema file that includes a step skips it; an older one runs it
+    once and records its number."""
+    step_file = tmp_path / "0001_probe.sql"
+    step_file.write_text("CREATE TABLE outbox_step_probe (id int);")
+    editor = SimpleNamespace(connection=connection)
+    with connection.cursor() as cur:
+        cur.execute("SELECT version FROM outbox_schema_version")
+        assert cur.fetchone()[0] == 0  # the schema file includes no step yet
+        ApplyStep("outbox", 1, step_file.name, tmp_path).forward(None, editor)
+        ApplyStep("outbox", 1, step_file.name, tmp_path).forward(None, editor)  # again: skipped, no error
+        cur.execute("SELECT version, to_regclass('outbox_step_probe') IS NOT NULL FROM outbox_schema_version")
+        assert cur.fetchone() == (1, True)
+        cur.execute("DROP TABLE outbox_step_probe")
+        ApplyStep("outbox", 1, step_file.name, tmp_path).forward(None, editor)  # a database that has step 1
+        cur.execute("SELECT to_regclass('outbox_step_probe') IS NULL")
+        assert cur.fetchone()[0]  # undone when the test transaction rolls back

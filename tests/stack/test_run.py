@@ -256,9 +256,9 @@ def test_an_unreachable_database_is_reported_before_anything_starts():
     assert "started" not in result.stdout
 
 
-def test_a_database_from_before_the_squash_is_refused_in_one_line(scratch_db):
-    """A database migrated by the unreleased history before migrations/0001_baseline.sql
-    cannot move forward: make run says so and how to make it again, before anything starts;
+def test_a_database_from_an_earlier_schema_history_is_refused_in_one_line(scratch_db):
+    """A database migrated by the unreleased history before migrations/schema.sql cannot
+    move forward: make run says so and how to make it again, before anything starts;
     manage.py migrate refuses too, instead of failing on CREATE TABLE outbox."""
     with psycopg.connect(scratch_db, autocommit=True) as conn:
         conn.execute("CREATE TABLE django_migrations (id serial, app text, name text, applied timestamptz)")
@@ -267,11 +267,11 @@ def test_a_database_from_before_the_squash_is_refused_in_one_line(scratch_db):
     result = run_to_exit(stack_env(scratch_db))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1, result.stderr
-    assert "from before they were squashed" in lines[0] and "drop and create it" in lines[0]
+    assert "earlier, unreleased history" in lines[0] and "drop and create it" in lines[0]
     assert "started" not in result.stdout
     migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, capture_output=True,
                              text=True, env={**os.environ, "DATABASE_URL": scratch_db}, timeout=120)
-    assert migrate.returncode != 0 and "from before they were squashed" in migrate.stderr
+    assert migrate.returncode != 0 and "earlier, unreleased history" in migrate.stderr
 
 
 def test_a_bad_setting_exits_2_with_one_line():

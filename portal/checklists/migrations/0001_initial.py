@@ -15,7 +15,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-        ("outbox", "0001_baseline"),
+        ("outbox", "0001_schema"),
     ]
 
     operations = [
@@ -57,5 +57,5 @@ class Migration(migrations.Migration):
             model_name="membership",
             constraint=models.UniqueConstraint(fields=("checklist", "user"), name="one_membership_per_user"),
         ),
-        RunSQLFile("0001_baseline.sql", directory=SQL_DIR),
+        RunSQLFile("schema.sql", directory=SQL_DIR),
     ]

@@ -1,9 +1,10 @@
 -- What the Cloud Checklist app adds to the database, as it stands: which of its tables the
 -- outbox captures, and who may watch which topic. The source of truth for this part, as
--- migrations/schema.sql is for the outbox. The checklists app's Django migrations apply
--- portal/checklists/sql/NNNN_name.sql files (0001_baseline.sql is this file as it stood when
--- the history was squashed); tests/portal/test_schema_sql.py proves that migrating yields
--- exactly this.
+-- migrations/schema.sql is for the outbox, and changed the same way: the checklists app's
+-- first Django migration builds a new database from this file; a change to a released
+-- schema also adds a numbered step here (portal/checklists/sql/NNNN_name.sql, skipped where
+-- checklists_schema_version says the database has it). tests/portal/test_schema_sql.py
+-- proves that migrating yields exactly this.
 
 
 -- =========================================================================================
@@ -112,3 +113,12 @@ RETURNS TABLE (topic text, floor bigint) LANGUAGE sql STABLE AS $$
       LEFT JOIN sync_membership_start s ON s.membership_id = m.id
       LEFT JOIN outbox o ON o.id = s.outbox_id
 $$;
+
+
+-- The number of the last numbered step (portal/checklists/sql/NNNN_*.sql) this schema
+-- includes: none yet (see migrations/schema.sql, "Schema version").
+CREATE TABLE checklists_schema_version (
+    id      int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    version int NOT NULL
+);
+INSERT INTO checklists_schema_version (version) VALUES (0);

@@ -1,19 +1,19 @@
 from django.contrib.postgres.fields import ArrayField
 from django.db import migrations, models
 
-from portal.outbox.sqlfiles import RunSQLFile, refuse_pre_squash_database
+from portal.outbox.sqlfiles import RunSQLFile, refuse_an_earlier_history
 
 
 class Migration(migrations.Migration):
-    """The outbox schema (migrations/0001_baseline.sql); the models only describe it."""
+    """The outbox schema, built from migrations/schema.sql; the models only describe it."""
 
     initial = True
     dependencies = []
 
     operations = [
-        migrations.RunPython(refuse_pre_squash_database, migrations.RunPython.noop),
+        migrations.RunPython(refuse_an_earlier_history, migrations.RunPython.noop),
         migrations.SeparateDatabaseAndState(
-            database_operations=[RunSQLFile("0001_baseline.sql")],
+            database_operations=[RunSQLFile("schema.sql")],
             state_operations=[
                 migrations.CreateModel(
                     name="OutboxEvent",
