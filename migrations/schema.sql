@@ -222,8 +222,9 @@ $$;
 -- the topic prefix with its colon; e.g. outbox_capture_insert('item', 'checklist_id', 'checklist:').
 -- Each first reads the doorbell: disarmed (a busy relay), that is all; armed, the first row of
 -- the transaction rings and marks the transaction rung. id and txid are passed, so their
--- ringing defaults stay out of the way. The source is outbox_source() written out: a call
--- per captured row costs more than the expression.
+-- ringing defaults stay out of the way. The doorbell check and outbox_source() are written
+-- out in each function rather than called: a function call per captured row costs more than
+-- the expressions.
 --
 -- An insert's data is the whole row: `changed` is empty, as for a delete.
 CREATE FUNCTION outbox_capture_insert() RETURNS trigger LANGUAGE plpgsql AS $$
