@@ -65,6 +65,7 @@ class SyncServer:
                        coalesce=config.coalesce_ms / 1000)
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.closing = False
+        self.draining = False  # SIGTERM seen: /healthz answers 503 so a balancer stops routing here
         self.port: int | None = None
         self._tasks: list[asyncio.Task] = []
         self._http: tornado.httpserver.HTTPServer | None = None
@@ -86,7 +87,7 @@ class SyncServer:
             (r"/metrics", MetricsHandler),
             *self.router.urls,
         ]
-        return tornado.web.Application(
+        return _Application(
             routes,
             websocket_max_message_size=self.ws_frame_limit,
             websocket_ping_interval=None,
@@ -138,8 +139,18 @@ class SyncServer:
                 return task.exception()
         return None
 
+    async def drain(self) -> None:
+        """Fail /healthz for config.drain_seconds while still serving, so a balancer takes
+        this server out before its sessions close (they reconnect through the balancer to
+        another server and resume from the outbox: nothing is lost)."""
+        self.draining = True
+        if self.config.drain_seconds > 0:
+            log.info("draining: /healthz answers 503 for %.1f s before the sessions close", self.config.drain_seconds)
+            await asyncio.sleep(self.config.drain_seconds)
+
     async def stop(self) -> None:
-        """Close every session cleanly, stop listening, end background work."""
+        """Close every session cleanly (close code 3000: the client reconnects and
+        resumes), stop listening, end background work."""
         self.closing = True
         if self._http is not None:
             self._http.stop()
@@ -164,12 +175,21 @@ class SyncServer:
         broker = "ok" if age is not None and age < BROKER_STALE_AFTER else ("stale" if age is not None else "unknown")
         db_ok = await self.catchup.ping() if hasattr(self.catchup, "ping") else True
         return {
-            "status": "ok" if broker == "ok" and db_ok and not self.closing else "degraded",
+            "status": ("draining" if self.draining or self.closing
+                       else "ok" if broker == "ok" and db_ok else "degraded"),
             "broker": {"status": broker, "last_heartbeat_age": None if age is None else round(age, 3),
                        "pos": self.broker_pos, "delivered_pos": self.source.delivered_pos},
             "db": {"status": "ok" if db_ok else "down"},
             "connections": len(self.hub.sinks),
         }
+
+
+class _Application(tornado.web.Application):
+    def log_request(self, handler: tornado.web.RequestHandler) -> None:
+        # Not the successful health checks: a balancer probes every server every second.
+        if handler.request.path == "/healthz" and handler.get_status() == 200:
+            return
+        super().log_request(handler)
 
 
 class HealthHandler(tornado.web.RequestHandler):
@@ -179,7 +199,10 @@ class HealthHandler(tornado.web.RequestHandler):
     async def get(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.write(json.dumps(await self.server.health()))
+        health = await self.server.health()
+        if health["status"] == "draining":
+            self.set_status(503)  # what a balancer's health check acts on
+        self.write(json.dumps(health))
 
 
 class MetricsHandler(tornado.web.RequestHandler):
