@@ -26,6 +26,7 @@ from syncserver.config import Config
 from syncserver.connection import SyncConnection
 from syncserver.hub import HEARTBEAT_TOPIC, Authority, CatchUp, Hub, Prepared
 from syncserver.origins import OriginPolicy
+from syncserver.presence import Presence
 from syncserver.redaction import for_browsers
 from syncserver.sockjs_patches import PatchedRouter
 
@@ -63,6 +64,11 @@ class SyncServer:
         self.hub = Hub(self.catchup, authority=self.authority, recent_events=config.recent_events,
                        max_recover_events=config.max_recover_events, max_subscriptions=config.max_subscriptions,
                        coalesce=config.coalesce_ms / 1000)
+        # Presence lives in PostgreSQL, shared by every sync server (syncserver/presence.py).
+        self.presence: Presence | None = None
+        if config.database_url and hasattr(self.catchup, "pool"):
+            self.presence = Presence(config.database_url, self.hub, pool=self.catchup.pool)
+            self.hub.presence = self.presence
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.closing = False
         self.draining = False  # SIGTERM seen: /healthz answers 503 so a balancer stops routing here
@@ -109,6 +115,8 @@ class SyncServer:
         self._http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self._run_source(), name="sync-event-source")]
+        if self.presence is not None:
+            await self.presence.start()
         self._heartbeat = PeriodicCallback(self._send_heartbeat, self.config.heartbeat_interval * 1000)
         self._heartbeat.start()
         return self.port
@@ -134,7 +142,7 @@ class SyncServer:
 
     def task_failure(self) -> BaseException | None:
         """The exception of a background task that died (the process should stop)."""
-        for task in self._tasks:
+        for task in self._tasks + (self.presence.tasks if self.presence is not None else []):
             if task.done() and not task.cancelled() and task.exception() is not None:
                 return task.exception()
         return None
@@ -167,6 +175,8 @@ class SyncServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.presence is not None:
+            await self.presence.stop()
         if hasattr(self.catchup, "close"):
             await self.catchup.close()
 
