@@ -11,12 +11,17 @@
 //   c.onStatus((s) => ...);                      // connecting | live | reconnecting | offline
 //   c.subscribe("checklist:1", { since: restTpos, onEvents(events) {...},
 //                                 async onResync() { reload(); c.setPosition(topic, tpos); },
-//                                 onRevoked() {...} });
+//                                 onRevoked() {...},
+//                                 onPresence(users) {...} });  // optional: appear in, and get, who is here
+//                                                              // [{user_id, name, since, tabs}]
 //   c.start();  ...  c.stop();
 
 const HEARTBEAT_MS = 1000; // the server sends {"type":"heartbeat"} every second
 const REUSE_MIN_MS = 2000; // a reconnect reuses the token if it is valid for longer than this
 const RENEW_AHEAD_MS = 60000; // renew this long before expiry (half the lifetime if shorter)
+// While showing presence the client pings: a server closes a presence connection that sent
+// nothing for 6 s, so a tab whose network dropped leaves the others' lists within seconds.
+const PRESENCE_PING_MS = 2000;
 
 export class SyncClient {
   constructor({ sockjsUrl, tokenUrl = "/api/sync/token/", topics, transports, csrfToken,
@@ -37,6 +42,7 @@ export class SyncClient {
     this.attempt = 0;
     this.timer = null;
     this.watchdog = null;
+    this.pinger = null;
     this.lastHeard = 0;
     this.grant = null; // {token, topics: Set, expiresAt: ms by this clock | null}
     this.sentGrant = null; // the grant of the last auth sent, until its "authed"
@@ -47,8 +53,8 @@ export class SyncClient {
 
   onStatus(fn) { this.statusFns.push(fn); if (this.status) fn(this.status); }
 
-  subscribe(topic, { since = 0, onEvents = () => {}, onResync = () => {}, onRevoked = () => {} } = {}) {
-    this.subs.set(topic, { last: since, handlers: { onEvents, onResync, onRevoked },
+  subscribe(topic, { since = 0, onEvents = () => {}, onResync = () => {}, onRevoked = () => {}, onPresence } = {}) {
+    this.subs.set(topic, { last: since, handlers: { onEvents, onResync, onRevoked, onPresence },
                            revoked: false, resyncing: false, resuming: false, resyncs: 0, retry: null });
     this._sendSubscribe(topic);
     return () => this.unsubscribe(topic);
@@ -94,6 +100,7 @@ export class SyncClient {
     clearTimeout(this.timer);
     clearTimeout(this.renewTimer);
     clearInterval(this.watchdog);
+    clearInterval(this.pinger);
     for (const sub of this.subs.values()) clearTimeout(sub.retry);
     if (this.sock) { const s = this.sock; this.sock = null; s.close(); }
   }
@@ -130,6 +137,10 @@ export class SyncClient {
       this.watchdog = setInterval(() => {
         if (Date.now() - this.lastHeard > this.heartbeatTimeout) sock.close();
       }, HEARTBEAT_MS);
+      clearInterval(this.pinger);
+      this.pinger = setInterval(() => {
+        if ([...this.subs.values()].some((s) => s.handlers.onPresence && !s.revoked)) this._send({ type: "ping" });
+      }, PRESENCE_PING_MS);
     };
     sock.onmessage = (e) => {
       this.lastHeard = Date.now();
@@ -139,6 +150,7 @@ export class SyncClient {
     };
     sock.onclose = () => {
       clearInterval(this.watchdog);
+      clearInterval(this.pinger);
       if (this.sock !== sock) return; // stop() or a newer socket
       this.sock = null;
       clearTimeout(this.renewTimer);
@@ -250,6 +262,7 @@ export class SyncClient {
     if (!sub || sub.revoked) return;
     sub.revoked = true;
     clearTimeout(sub.retry);
+    if (sub.handlers.onPresence) sub.handlers.onPresence([]); // nobody is shown any more
     sub.handlers.onRevoked();
   }
 
@@ -259,7 +272,10 @@ export class SyncClient {
 
   _sendSubscribe(topic) {
     const sub = this.subs.get(topic);
-    if (sub && !sub.revoked && !sub.resyncing) this._send({ type: "subscribe", topic, since: sub.last });
+    if (sub && !sub.revoked && !sub.resyncing) {
+      this._send(sub.handlers.onPresence ? { type: "subscribe", topic, since: sub.last, presence: true }
+                                         : { type: "subscribe", topic, since: sub.last });
+    }
   }
 
   _setStatus(status) {
@@ -299,6 +315,9 @@ export class SyncClient {
         break;
       case "revoked":
         if (sub) this._revoke(msg.topic);
+        break;
+      case "presence": // the whole list each time; only a live subscription receives it
+        if (sub && !sub.revoked && sub.handlers.onPresence) sub.handlers.onPresence(msg.users || []);
         break;
       case "error":
         console.warn(`sync: ${msg.code}: ${msg.message}`);
