@@ -398,7 +398,8 @@ class Stack:
     def banner(self) -> str:
         return banner(
             self.portal_url, self.users,
-            sync_url=self.sync_url if "syncserver" in self.services else None,
+            sync_url=(None if "syncserver" not in self.services else self.sync_url if self.sync_servers == 1
+                      else f"{self.sync_url}  (HAProxy in front of {self.sync_servers} sync servers)"),
             database=redact(self.database_url),
             metrics_url=f"http://127.0.0.1:{self.ports.relay_metrics}/metrics" if "relay" in self.services else None,
         )
