@@ -30,7 +30,8 @@ CAVEAT = ("Measured on a shared 2-CPU machine: PostgreSQL, the daemons, the load
           "the same 2 cores, and other engineers' test runs may have overlapped this run; treat the figures as "
           "noisy lower bounds for our components, and compare ours with the peers only within this run.")
 OFFERED_DELIVERIES = 120_000  # per second, above the 100k/s target
-PHASES = ("relay_bench", "peers", "latency", "throughput", "faults", "resume", "fanout", "connections", "sockjs_peer")
+PHASES = ("relay_bench", "peers", "latency", "throughput", "faults", "resume", "fanout", "connections", "sockjs_peer",
+          "scaleout")
 
 
 class Run:
@@ -202,6 +203,16 @@ class Run:
             self.raw["connections_peer"] = {str(n): connections.peer(d.pid, port, n) for n in self.sizes_conn()}
         finally:
             d.stop()
+
+    def scaleout(self) -> None:
+        from bench import scaleout
+
+        stop_stack(self.ctx)  # each size runs a balanced stack of its own
+        if self.ctx.stack_log is None:
+            self.ctx.stack_log = open(self.ctx.tmp / "stack.log", "a", buffering=1)
+        n = 600 if self.quick else 3000
+        self.raw["scaleout"] = {str(k): scaleout.run(self.ctx, servers=k, subscribers=n, rate=self.fanout_rate(n),
+                                                     duration=self.ctx.scale(4, 2)) for k in (1, 2, 3)}
 
     # ------------------------------------------------------------- main
 
