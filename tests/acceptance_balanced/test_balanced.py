@@ -149,3 +149,18 @@ def test_every_transport_works_through_the_balancer(transport, browsers, make_ch
     assert used == TRANSPORTS[transport], f"forced {transport}, the page used {sorted(used)}"
     assert len(sessions) == 1, f"the page needed {len(sessions)} sessions: {sorted(sessions)}"
     assert pages.status_log(bob)[-1] == "live" and "reconnecting" not in pages.status_log(bob)[1:]
+
+
+def test_a_tab_whose_network_drops_leaves_within_seconds_and_comes_back(browsers, make_checklist):
+    cid = make_checklist(["Compass"])
+    alice = browsers.checklist_page("alice", cid)
+    bob = browsers.checklist_page("bob", cid)
+    wait_presence(alice, {"alice": 1, "bob": 1}, "alice")
+    bob.context.set_offline(True)
+    dropped = time.monotonic()
+    wait_presence(alice, {"alice": 1}, "alice", timeout=15)
+    assert time.monotonic() - dropped < 12
+    bob.context.set_offline(False)
+    pages.wait_status(bob, "live")
+    wait_presence(alice, {"alice": 1, "bob": 1}, "alice")
+    wait_presence(bob, {"alice": 1, "bob": 1}, "bob")

@@ -21,6 +21,8 @@ const REUSE_MIN_MS = 2000; // a reconnect reuses the token if it is valid for lo
 const RENEW_AHEAD_MS = 60000; // renew this long before expiry (half the lifetime if shorter)
 // While showing presence the client pings: a server closes a presence connection that sent
 // nothing for 6 s, so a tab whose network dropped leaves the others' lists within seconds.
+// The ping answers the server's own messages (a heartbeat every second) rather than a timer:
+// browsers throttle timers in background tabs to once a minute, but deliver messages.
 const PRESENCE_PING_MS = 2000;
 
 export class SyncClient {
@@ -42,7 +44,7 @@ export class SyncClient {
     this.attempt = 0;
     this.timer = null;
     this.watchdog = null;
-    this.pinger = null;
+    this.lastPing = 0;
     this.lastHeard = 0;
     this.grant = null; // {token, topics: Set, expiresAt: ms by this clock | null}
     this.sentGrant = null; // the grant of the last auth sent, until its "authed"
@@ -100,7 +102,6 @@ export class SyncClient {
     clearTimeout(this.timer);
     clearTimeout(this.renewTimer);
     clearInterval(this.watchdog);
-    clearInterval(this.pinger);
     for (const sub of this.subs.values()) clearTimeout(sub.retry);
     if (this.sock) { const s = this.sock; this.sock = null; s.close(); }
   }
@@ -137,20 +138,21 @@ export class SyncClient {
       this.watchdog = setInterval(() => {
         if (Date.now() - this.lastHeard > this.heartbeatTimeout) sock.close();
       }, HEARTBEAT_MS);
-      clearInterval(this.pinger);
-      this.pinger = setInterval(() => {
-        if ([...this.subs.values()].some((s) => s.handlers.onPresence && !s.revoked)) this._send({ type: "ping" });
-      }, PRESENCE_PING_MS);
+      this.lastPing = Date.now();
     };
     sock.onmessage = (e) => {
       this.lastHeard = Date.now();
+      if (this.lastHeard - this.lastPing >= PRESENCE_PING_MS
+          && [...this.subs.values()].some((s) => s.handlers.onPresence && !s.revoked)) {
+        this.lastPing = this.lastHeard;
+        this._send({ type: "ping" });
+      }
       let msg;
       try { msg = JSON.parse(e.data); } catch { return; }
       this._handle(msg);
     };
     sock.onclose = () => {
       clearInterval(this.watchdog);
-      clearInterval(this.pinger);
       if (this.sock !== sock) return; // stop() or a newer socket
       this.sock = null;
       clearTimeout(this.renewTimer);
