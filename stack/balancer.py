@@ -10,10 +10,11 @@ Routing (SockJS URLs are /sync/<server-id>/<session-id>/<transport>):
   each session and repeats in every request of it: the polling and streaming requests of
   one session always reach the server that holds the session, and when that server goes
   down only its own sessions move.
-- health checks GET /healthz every second; a draining sync server answers 503 there
-  (syncserver/app.py), so HAProxy stops routing new connections to it before it closes
-  its sessions. A connection refused by a dead server is retried on another one
-  (`option redispatch`).
+- health checks GET /healthz every second; a draining sync server answers 404 there
+  (syncserver/app.py; HAProxy's `disable-on-404`), so HAProxy sends it no new
+  connections but still the requests of the sessions it holds (a stick table on the
+  server id), until it closes them and they reconnect elsewhere. A connection refused by
+  a dead server is retried on another one (`option redispatch`).
 
 Invariant: HAProxy binds 127.0.0.1 only unless told otherwise, like every other
 service of `make run`.
@@ -71,6 +72,9 @@ def haproxy_config(listen_port: int, servers: Sequence[Backend] | Template, *, b
     server_field = prefix.strip("/").count("/") + 3
     session_path = "^" + prefix.rstrip("/") + r"/[^/.]+/[^/.]+/[a-z_]+$"
     check = f"check inter {CHECK_INTERVAL_MS} fall {CHECK_FALL} rise {CHECK_RISE}"
+    # A draining sync server answers 404: it gets no new connections but keeps those it has
+    # (the polling requests of its sessions, by the stick table) until it closes them.
+    health = ("    option httpchk GET /healthz\n    http-check disable-on-404\n    http-check expect status 200")
     resolvers = ""
     if isinstance(servers, Template):
         t = servers
@@ -97,8 +101,6 @@ defaults
     timeout server 60s
     timeout tunnel 1h
     timeout http-request 10s
-    option httpchk GET /healthz
-    http-check expect status 200
 
 frontend sync
     bind {bind_host}:{listen_port}
@@ -109,11 +111,17 @@ frontend sync
 
 backend sync_balanced
     balance leastconn
+{health}
 {checked}
 
 backend sync_by_session
     balance hash path,field({server_field},/)
     hash-type consistent
+    # A session's requests stick to its server, draining or not (the hash alone would move
+    # them away the moment the server drains); a dead server's entries are redispatched.
+    stick-table type string len 64 size 200k expire 2m
+    stick on path,field({server_field},/)
+{health}
 {tracked}
 """
 

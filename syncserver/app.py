@@ -71,7 +71,7 @@ class SyncServer:
             self.hub.presence = self.presence
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.closing = False
-        self.draining = False  # SIGTERM seen: /healthz answers 503 so a balancer stops routing here
+        self.draining = False  # SIGTERM seen: /healthz answers 404 so a balancer routes no new connections here
         self.port: int | None = None
         self._tasks: list[asyncio.Task] = []
         self._http: tornado.httpserver.HTTPServer | None = None
@@ -148,26 +148,28 @@ class SyncServer:
         return None
 
     async def drain(self) -> None:
-        """Fail /healthz for config.drain_seconds while still serving, so a balancer takes
+        """Fail /healthz (404) for config.drain_seconds while still serving, so a balancer takes
         this server out before its sessions close (they reconnect through the balancer to
         another server and resume from the outbox: nothing is lost)."""
         self.draining = True
         if self.config.drain_seconds > 0:
-            log.info("draining: /healthz answers 503 for %.1f s before the sessions close", self.config.drain_seconds)
+            log.info("draining: /healthz answers 404 for %.1f s before the sessions close", self.config.drain_seconds)
             await asyncio.sleep(self.config.drain_seconds)
 
     async def stop(self) -> None:
         """Close every session cleanly (close code 3000: the client reconnects and
         resumes), stop listening, end background work."""
-        self.closing = True
-        if self._http is not None:
-            self._http.stop()
+        self.closing = True  # a connection opened from now on is closed at once (SyncConnection.on_open)
         if self._heartbeat is not None:
             self._heartbeat.stop()
         for sink in list(self.hub.sinks):
             if sink.session is not None:
                 sink.session.close(3000, "Server shutting down")
-        await asyncio.sleep(0.2)  # let close frames reach clients
+        # Still listening a moment: close frames reach the streams, and a polling client's
+        # next request (it polls again at once) collects its own instead of finding no server.
+        await asyncio.sleep(0.5 if self.draining else 0.2)
+        if self._http is not None:
+            self._http.stop()
         if self._http is not None:
             await asyncio.wait_for(self._http.close_all_connections(), 5)
         if self.router is not None:
@@ -211,7 +213,9 @@ class HealthHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         health = await self.server.health()
         if health["status"] == "draining":
-            self.set_status(503)  # what a balancer's health check acts on
+            # HAProxy's `http-check disable-on-404`: no new connections, but the requests of
+            # the sessions this server still holds keep coming until it closes them.
+            self.set_status(404)
         self.write(json.dumps(health))
 
 
