@@ -5,6 +5,9 @@ loads the broker's CURVE keys from .curve/ (created on the first start), migrate
 the demo, then runs broker, relay, sync server and portal as children of this process,
 each ready before the next, with their output prefixed by name. Ctrl-C or
 SIGTERM stops them all and exits 0; a child that dies stops them all and exits 1.
+With --sync-servers N (N > 1) the sync servers are syncserver-1..N on SYNC_PORT + 1..N
+behind HAProxy ("balancer", stack/balancer.py) on SYNC_PORT, so browsers and the portal
+see one URL either way.
 
 `Stack` is the same thing as a class, for tests that need the whole stack as `make run`
 starts it (on other ports, against another database).
