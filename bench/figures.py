@@ -194,6 +194,13 @@ def scaleout(raw: dict) -> dict:
                          r.get("deliveries_per_s"), None, "0 lost", None if not r else r.get("lost") == 0))
         rows.append(_row(f"8. Through HAProxy, {k} sync server(s): p99 ms / lost (connected {r.get('connected')},"
                          f" failed {r.get('failed')})", _pair(r.get("p99_ms"), r.get("lost")), None, "n/a", None))
+        idle = r.get("idle") or {}
+        if idle:
+            rows.append(_row(f"8. Through HAProxy, {k} sync server(s): idle websocket connections held of "
+                             f"{idle.get('requested'):,} (sync servers' KB each; HAProxy's "
+                             f"{idle.get('balancer_kb_per_connection')} KB each)",
+                             _pair(idle.get("held"), idle.get("kb_per_connection")), None,
+                             "all held", idle.get("held") == idle.get("requested")))
     notes = ("Every size on the same 2 CPUs with the balancer, the relay, PostgreSQL and the load clients: more "
              "servers add processes, not cores; the figure shows the balanced topology loses nothing, not "
              "how it scales across machines.") if runs else None

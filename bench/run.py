@@ -211,8 +211,9 @@ class Run:
         if self.ctx.stack_log is None:
             self.ctx.stack_log = open(self.ctx.tmp / "stack.log", "a", buffering=1)
         n = 600 if self.quick else 3000
+        idle = 1500 if self.quick else 6000
         self.raw["scaleout"] = {str(k): scaleout.run(self.ctx, servers=k, subscribers=n, rate=self.fanout_rate(n),
-                                                     duration=self.ctx.scale(4, 2)) for k in (1, 2, 3)}
+                                                     duration=self.ctx.scale(4, 2), idle=idle) for k in (1, 2, 3)}
 
     # ------------------------------------------------------------- main
 
