@@ -23,8 +23,10 @@ Invariants:
 - Authority (issue 14): a subscription is registered, buffering live events, before the
   database is asked whether its user may watch the topic now (`Authority`). A removal
   committed before that check makes it fail (`revoked`); one committed after it reaches
-  the hub on the stream, after the registration, and revokes the subscription there,
-  live or still resuming. A resume never starts before the current membership began
+  the hub on the stream, after the registration, and revokes the subscription, live or
+  still resuming. Which of the two a removal seen on the stream is, the grant's floor
+  tells: above it, it ends the membership the check found; at or below it, an earlier one
+  (the user rejoined, and the stream lags behind the database). A resume never starts before the current membership began
   (the grant's floor), and never replays past a removal of the subscriber.
 """
 from __future__ import annotations
@@ -130,6 +132,10 @@ class Subscription:
     buffer: list = field(default_factory=list)
     presence: bool = False   # the client asked to appear in (and receive) the topic's presence
     present: bool = False    # joined the presence observer (live, not ended yet)
+    # The grant's floor once the check answered (None before): a removal of this user at
+    # or below it ended an earlier membership, not this one.
+    floor: int | None = None
+    removed: int | None = None  # the latest removal of this user seen while the check was out
 
 
 @dataclass(eq=False, slots=True)
@@ -150,13 +156,13 @@ class TopicState:
     window: float = 0.0      # the coalescing window after it (see Hub._send)
 
 
-def revoked_users(events: Iterable[EventLike]) -> set[int]:
-    """Users whose last membership event among `events` removes them."""
-    last: dict[int, str] = {}
+def revoked_users(events: Iterable[EventLike]) -> dict[int, int]:
+    """Users whose last membership event among `events` removes them, with its tpos."""
+    last: dict[int, EventLike] = {}
     for e in events:
         if e.entity == "membership" and isinstance(e.data, dict) and isinstance(e.data.get("user_id"), int):
-            last[e.data["user_id"]] = e.op
-    return {user for user, op in last.items() if op == "delete"}
+            last[e.data["user_id"]] = e
+    return {user: e.tpos for user, e in last.items() if e.op == "delete"}
 
 
 def changes_hands(events: Iterable[EventLike]) -> bool:
@@ -355,8 +361,14 @@ class Hub:
         revoked = revoked_users(events)
         if revoked:
             # Access ends before any later event: these subscribers never see this batch.
+            # A removal at or below a subscription's floor ended an earlier membership (the
+            # stream can lag behind the database that granted this one, after a rejoin).
             for sub in [sub for sub in ts.subs.values() if sub.sink.user_id in revoked]:
-                self._revoke(sub)
+                tpos = revoked[sub.sink.user_id]
+                if sub.floor is None:  # the check is still out: it decides (subscribe)
+                    sub.removed = max(sub.removed or 0, tpos)
+                elif tpos > sub.floor:
+                    self._revoke(sub)
         shared: Prepared | None = None
         first, last = events[0].tpos, events[-1].tpos
         whole = partial = 0
@@ -467,6 +479,12 @@ class Hub:
             # unknown, so no resume can be proven to start after it. The client reloads
             # over REST and retries with backoff; the relay sequences it within moments.
             return self._resync(sub, ts.tpos if ts.tpos is not None else since, "membership not sequenced yet")
+        sub.floor = grant.floor
+        if sub.removed is not None and sub.removed > grant.floor:
+            # Removed on the stream after the database answered: access ended.
+            self._revoke(sub)
+            metrics.RESUMES.labels("revoked").inc()
+            return "revoked"
         if since < grant.floor:
             return self._resync(sub, max(grant.floor, ts.tpos or 0), "before the membership began")
 
