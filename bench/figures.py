@@ -208,11 +208,35 @@ def faults(raw: dict) -> dict:
     return {"rows": rows, "relay_kill": kill, "seed_kill": seed, "ours_race": ours_race, "polling_race": poll_race}
 
 
+def scaleout(raw: dict) -> dict:
+    runs = raw.get("scaleout") or {}
+    rows = []
+    for k in sorted(runs, key=int):
+        r = runs[k]
+        spread = "/".join(str(v) for v in (r.get("per_server") or {}).values())
+        rows.append(_row(f"8. Fan-out through HAProxy, {k} sync server(s), {r.get('subscribers', 0):,} websocket "
+                         f"subscribers (deliveries/s; connections per server {spread})",
+                         r.get("deliveries_per_s"), None, "0 lost", None if not r else r.get("lost") == 0))
+        rows.append(_row(f"8. Through HAProxy, {k} sync server(s): p99 ms / lost (connected {r.get('connected')},"
+                         f" failed {r.get('failed')})", _pair(r.get("p99_ms"), r.get("lost")), None, "n/a", None))
+        idle = r.get("idle") or {}
+        if idle:
+            rows.append(_row(f"8. Through HAProxy, {k} sync server(s): idle websocket connections held of "
+                             f"{idle.get('requested'):,} (sync servers' KB each; HAProxy's "
+                             f"{idle.get('balancer_kb_per_connection')} KB each)",
+                             _pair(idle.get("held"), idle.get("kb_per_connection")), None,
+                             "all held", idle.get("held") == idle.get("requested")))
+    notes = ("Every size on the same 2 CPUs with the balancer, the relay, PostgreSQL and the load clients: more "
+             "servers add processes, not cores; the figure shows the balanced topology loses nothing, not "
+             "how it scales across machines.") if runs else None
+    return {"rows": rows, "notes": notes}
+
+
 def build(raw: dict, quick: bool = False) -> dict:
     figs = {
         "capture": capture(raw), "writer_overhead": writer_overhead(raw), "relay_drain": relay_drain(raw), "latency": latency(raw),
         "throughput": throughput(raw), "fanout": fanout(raw), "connections": connections(raw),
-        "resume": resume(raw), "faults": faults(raw),
+        "resume": resume(raw), "faults": faults(raw), "scaleout": scaleout(raw),
     }
     if quick:
         for f in figs.values():

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 FIGURE_ORDER = ("capture", "writer_overhead", "relay_drain", "latency", "throughput", "fanout", "connections", "resume",
-                "faults")
+                "faults", "scaleout")
 
 
 def fmt(value: Any) -> str:

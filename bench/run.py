@@ -32,7 +32,8 @@ CAVEAT = ("Measured on a shared 2-CPU machine: PostgreSQL, the daemons, the load
 # The last revision before issue 16's capture work: the "before" of the capture figures.
 CAPTURE_BASE = "dc207c9"
 OFFERED_DELIVERIES = 120_000  # per second, above the 100k/s target
-PHASES = ("capture", "relay_bench", "peers", "latency", "throughput", "faults", "resume", "fanout", "connections", "sockjs_peer")
+PHASES = ("capture", "relay_bench", "peers", "latency", "throughput", "faults", "resume", "fanout", "connections",
+          "sockjs_peer", "scaleout")
 
 
 class Run:
@@ -220,6 +221,17 @@ class Run:
             self.raw["connections_peer"] = {str(n): connections.peer(d.pid, port, n) for n in self.sizes_conn()}
         finally:
             d.stop()
+
+    def scaleout(self) -> None:
+        from bench import scaleout
+
+        stop_stack(self.ctx)  # each size runs a balanced stack of its own
+        if self.ctx.stack_log is None:
+            self.ctx.stack_log = open(self.ctx.tmp / "stack.log", "a", buffering=1)
+        n = 600 if self.quick else 3000
+        idle = 1500 if self.quick else 6000
+        self.raw["scaleout"] = {str(k): scaleout.run(self.ctx, servers=k, subscribers=n, rate=self.fanout_rate(n),
+                                                     duration=self.ctx.scale(4, 2), idle=idle) for k in (1, 2, 3)}
 
     # ------------------------------------------------------------- main
 

@@ -177,6 +177,70 @@ async def outage_longer_than_a_batch(ctx: Context) -> None:
         await _thread(c.start_relay, name)
 
 
+PRESENCE_BOUND = 10.0  # seconds for every server's presence to converge after a join, a leave, a kill -9
+
+
+async def presence_across_servers(ctx: Context) -> None:
+    """A second sync server joins the cluster; a watcher tab on the first one and a second tab
+    of the same user on the other, both showing presence, while the load runs. The watcher
+    must see the join, the tab's close and then the kill -9 of the second server (its rows
+    expire), each within PRESENCE_BOUND; the clients under test are unaffected."""
+    import time
+
+    from stack.cluster import ORIGIN
+    from stack.sockjs_client import connect
+
+    c = ctx.cluster
+    second = "syncserver-presence"
+    await _thread(lambda: c.start_sync(second))
+    token = ctx.clients[0].token_fn([ctx.topics[0]])
+    subscribe = {"type": "subscribe", "topic": ctx.topics[0], "since": 0, "presence": True}
+
+    async def tab(url: str):
+        client = await connect("websocket", url, ORIGIN)
+        await client.auth(token)
+        await client.send(subscribe)
+
+        async def ping():
+            while True:  # the browser client's presence ping
+                await client.send({"type": "ping", "id": 0})
+                await asyncio.sleep(1)
+        return client, asyncio.ensure_future(ping())
+
+    async def converge(client, tabs: int, what: str) -> None:
+        started = time.monotonic()
+        while True:
+            left = PRESENCE_BOUND - (time.monotonic() - started)
+            if left <= 0:
+                raise AssertionError(f"presence did not converge after {what} within {PRESENCE_BOUND}s")
+            msg = await client.recv(left)
+            if msg["type"] == "presence" and [u["tabs"] for u in msg["users"]] == [tabs]:
+                ctx.notes.append(f"presence after {what}: {time.monotonic() - started:.2f}s")
+                return
+
+    watcher, watcher_ping = await tab(c.sockjs_url)
+    other = other_ping = None
+    try:
+        await converge(watcher, 1, "the watcher's own join")
+        other, other_ping = await tab(c.sync_url_of(second))
+        await converge(watcher, 2, "a join on another server")
+        other_ping.cancel()
+        await other.close()
+        await converge(watcher, 1, "a tab closed on another server")
+        other, other_ping = await tab(c.sync_url_of(second))
+        await converge(watcher, 2, "a join on another server")
+        c.kill(second, signal.SIGKILL)
+        await converge(watcher, 1, "kill -9 of the other server")
+    finally:
+        for task in (watcher_ping, other_ping):
+            if task is not None:
+                task.cancel()
+        await watcher.close()
+        if other is not None:
+            other.abort()
+        await _thread(lambda: c.stop(second))
+
+
 FAULTS: dict[str, Fault] = {
     "kill -9 relay leader": kill_leader,
     "kill -9 all relays": kill_all_relays,
@@ -191,4 +255,5 @@ FAULTS: dict[str, Fault] = {
     "relays race cold": relays_race_cold,
     "outage longer than a batch": outage_longer_than_a_batch,
     "forge broker messages": forge_broker,
+    "presence across servers": presence_across_servers,
 }

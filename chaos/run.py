@@ -85,6 +85,8 @@ async def main_async(args: argparse.Namespace) -> int:
                       f"dup={r.totals.duplicates} reorder={r.totals.reorders} mismatch={r.totals.mismatched} "
                       f"state={r.totals.state_diff} rows_out_of_order={r.db_misordered} recovery={r.recovery}",
                       flush=True)
+                if r.ok and r.notes:
+                    print("   " + "; ".join(r.notes)[:500], flush=True)  # what the fault measured
                 if not r.ok:
                     details.append(f"- {name} #{i + 1}: " + "; ".join(r.notes + r.totals.examples)[:2000])
                     await asyncio.to_thread(_heal, cluster)

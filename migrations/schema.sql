@@ -552,14 +552,44 @@ CREATE TRIGGER outbox_retention_watermark
 
 
 -- =========================================================================================
+-- Presence (issue 18): who has a topic open right now, across every sync server
+-- =========================================================================================
+
+-- Ephemeral by nature, so UNLOGGED: no WAL for a row that lives as long as a browser tab,
+-- and after a PostgreSQL crash the tables come back empty, which is the truth (every sync
+-- server lost its database connection and re-announces itself). Each sync server keeps
+-- its row's heartbeat_at fresh every second; the others delete a server whose heartbeat is
+-- older than a few seconds (killed with kill -9, cut off), and its presence with it
+-- (ON DELETE CASCADE). Every change ends with pg_notify('sync_presence', <topic>) in the
+-- same transaction, so a sync server that reads a topic's presence after the notification
+-- sees the change.
+CREATE UNLOGGED TABLE sync_presence_server (
+    server       text PRIMARY KEY,              -- one sync-server process (a random id per start)
+    heartbeat_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE UNLOGGED TABLE sync_presence (
+    server    text NOT NULL REFERENCES sync_presence_server (server) ON DELETE CASCADE,
+    session   text NOT NULL,                    -- one connection (a browser tab) on that server
+    topic     text NOT NULL,
+    user_id   bigint NOT NULL,
+    username  text NOT NULL,
+    since     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (server, session, topic)
+);
+
+CREATE INDEX sync_presence_topic ON sync_presence (topic);
+
+
+-- =========================================================================================
 -- Schema version
 -- =========================================================================================
 
--- The number of the last numbered step (migrations/NNNN_*.sql) this schema includes: none
--- yet. A database built from this file skips the steps it includes already; every step
--- applied to an older database raises it.
+-- The number of the last numbered step (migrations/NNNN_*.sql) this schema includes. A
+-- database built from this file skips the steps it includes already; every step applied
+-- to an older database raises it.
 CREATE TABLE outbox_schema_version (
     id      int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
     version int NOT NULL
 );
-INSERT INTO outbox_schema_version (version) VALUES (0);
+INSERT INTO outbox_schema_version (version) VALUES (1);

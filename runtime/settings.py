@@ -221,6 +221,9 @@ _add(S, "SYNC_MAX_RECOVER_EVENTS", values.integer(1, 1_000_000), "5000", "a clie
 _add(S, "SYNC_COALESCE_MS", values.integer(0, 1000), "1",
      "shortest window in which a busy topic's whole transactions share one message (0–1000)", (SYNC,))
 _add(S, "SYNC_LOG_LEVEL", values.log_level, "INFO", "", (SYNC,))
+_add(S, "SYNC_DRAIN_SECONDS", values.seconds(allow_zero=True), "0",
+     "on SIGTERM, how long /healthz answers 404 before the sessions close (behind a balancer: longer than its"
+     " health check takes to notice)", (SYNC,), shown="`0` (balanced stacks: `3`)")
 _add(S, "SYNC_CURVE_SECRET_KEY", _secret_key, None, "the sync server's subscriber key (Z85)", (SYNC,),
      file=read_secret_file, shown="– (required; `make run`: `.curve/syncserver.key_secret`)",
      needed="subscribing to the broker needs a subscriber key")

@@ -9,6 +9,9 @@ they printed, for failure messages.
     cluster.sockjs_url                            # http://127.0.0.1:<port>/sync
     cluster.stop()
 
+    Cluster(db_url, sync_servers=3, balancer=True)  # + HAProxy (stack/balancer.py) in front:
+                                                    # sockjs_url is the balancer's
+
 `make run` (stack/run.py) is the other way to run the daemons: fixed ports, the portal,
 migrate and seed, the key set kept in .curve/. Both run the same modules and wait for the
 same ready lines (stack.run.MODULES, READY_LINES).
@@ -25,12 +28,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Mapping, TextIO
 
 import psycopg
 
+from stack.balancer import DRAIN_SECONDS, INSTALL_HINT, Backend, haproxy_argv, haproxy_binary, haproxy_config
 from stack.keys import KeySet
 from stack.processes import ROOT, STOP_TIMEOUT, PrefixedOutput, Process, free_port
 from stack.run import MODULES, READY_LINES
@@ -66,7 +71,8 @@ class Cluster:
     def __init__(self, database_url: str, *, relays: int = 1, sync_servers: int = 1, keys: KeySet | None = None,
                  origin: str = ORIGIN, token_secret: str = TOKEN_SECRET, broker_env: Mapping[str, str] | None = None,
                  relay_env: Mapping[str, str] | None = None, sync_env: Mapping[str, str] | None = None,
-                 python: str = sys.executable, log_to: TextIO | None = None, ready_timeout: float = READY_TIMEOUT):
+                 python: str = sys.executable, log_to: TextIO | None = None, ready_timeout: float = READY_TIMEOUT,
+                 balancer: bool = False):
         self.database_url = database_url
         self.n_relays = relays
         self.n_sync = sync_servers
@@ -79,8 +85,16 @@ class Cluster:
         self.frontend = f"tcp://127.0.0.1:{self.frontend_port}"  # XSUB: relays publish here
         self.backend = f"tcp://127.0.0.1:{self.backend_port}"    # XPUB: sync servers subscribe here
         self.sync_ports: dict[str, int] = {"syncserver": free_port()}
+        self.balanced = balancer
+        self.balancer_port = free_port() if balancer else None
+        self._haproxy = haproxy_binary() if balancer else None
+        if balancer and self._haproxy is None:
+            raise RuntimeError(INSTALL_HINT)
+        self._config_dir: tempfile.TemporaryDirectory | None = None
+        # Behind the balancer: X-Forwarded-For names the client; SIGTERM drains first.
+        behind = {"SYNC_TRUSTED_PROXIES": "127.0.0.1", "SYNC_DRAIN_SECONDS": str(DRAIN_SECONDS)} if balancer else {}
         self.extra = {"broker": dict(broker_env or {}), "relay": dict(relay_env or {}),
-                      "syncserver": dict(sync_env or {})}
+                      "syncserver": {**behind, **(sync_env or {})}}
         self.services: dict[str, Process] = {}  # by name, in the order they were first started
         self._recipes: dict[str, _Recipe] = {}
         self._base_env = isolated_env()
@@ -98,8 +112,14 @@ class Cluster:
 
     @property
     def sockjs_url(self) -> str:
-        """The first sync server's SockJS endpoint, as browsers are given it."""
+        """The SockJS endpoint browsers are given: the balancer's, else the first sync server's."""
+        if self.balancer_port is not None:
+            return f"http://127.0.0.1:{self.balancer_port}/sync"
         return f"{self.sync_base}/sync"
+
+    def sync_url_of(self, name: str) -> str:
+        """One sync server's own SockJS endpoint (bypassing the balancer)."""
+        return f"http://127.0.0.1:{self.sync_ports[name]}/sync"
 
     # ------------------------------------------------------------ services
     @property
@@ -151,16 +171,32 @@ class Cluster:
                 self.start_relay(f"relay-{i + 1}")
             for i in range(self.n_sync):
                 self.start_sync("syncserver" if i == 0 else f"syncserver-{i + 1}")
+            if self.balanced:
+                self.start_balancer()
         except BaseException:
             self.stop()
             raise
         return self
 
+    def start_balancer(self) -> Process:
+        """HAProxy (named "balancer") on balancer_port in front of every sync server started
+        so far (its configuration names them), ready when it listens."""
+        assert self.balancer_port is not None and self._haproxy is not None, "Cluster(balancer=True) only"
+        if self._config_dir is None:
+            self._config_dir = tempfile.TemporaryDirectory(prefix="cluster-haproxy-")
+        path = os.path.join(self._config_dir.name, "haproxy.cfg")
+        backends = [Backend(name, "127.0.0.1", self.sync_ports[name]) for name in self.syncs]
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(haproxy_config(self.balancer_port, backends))
+        return self._start("balancer", _Recipe("balancer", {}, None, port=self.balancer_port,
+                                               argv=haproxy_argv(self._haproxy, path)))
+
     def _start(self, name: str, recipe: _Recipe) -> Process:
         old = self.services.get(name)
         if old is not None:
             old.stop()  # a dead one is only reaped; a live one must not hold the ports
-        recipe.argv = [self.python, "-m", MODULES[recipe.role]]
+        if recipe.role in MODULES:
+            recipe.argv = [self.python, "-m", MODULES[recipe.role]]
         if self._out is not None:
             self._out.add(name)
         p = Process(name, recipe.argv, recipe.env, base_env=self._base_env, cwd=ROOT,
@@ -188,7 +224,11 @@ class Cluster:
         for p in targets:
             p.signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        return {p.name: p.finish(max(0.1, deadline - time.monotonic())) for p in targets}
+        codes = {p.name: p.finish(max(0.1, deadline - time.monotonic())) for p in targets}
+        if name is None and self._config_dir is not None:
+            self._config_dir.cleanup()
+            self._config_dir = None
+        return codes
 
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.services.items() if p.alive()}

@@ -5,6 +5,9 @@ loads the broker's CURVE keys from .curve/ (created on the first start), migrate
 the demo, then runs broker, relay, sync server and portal as children of this process,
 each ready before the next, with their output prefixed by name. Ctrl-C or
 SIGTERM stops them all and exits 0; a child that dies stops them all and exits 1.
+With --sync-servers N (N > 1) the sync servers are syncserver-1..N on SYNC_PORT + 1..N
+behind HAProxy ("balancer", stack/balancer.py) on SYNC_PORT, so browsers and the portal
+see one URL either way.
 
 `Stack` is the same thing as a class, for tests that need the whole stack as `make run`
 starts it (on other ports, against another database).
@@ -18,6 +21,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from runtime import values
 from runtime.settings import RUN, SettingError, given, is_set, read, setting, value
+from stack.balancer import DRAIN_SECONDS, INSTALL_HINT, Backend, haproxy_argv, haproxy_binary, haproxy_config
 from stack.keys import KeyFileError, KeySet
 from stack.supervisor import ServiceFailed, ServiceSpec, Supervisor, duplicate_ports, taken_ports
 
@@ -69,16 +74,20 @@ class Ports:
     broker_backend: int = setting("OUTBOX_BROKER_BACKEND", parse=values.address_port)    # XPUB: sync servers read
     relay_metrics: int = setting("OUTBOX_RELAY_METRICS_PORT", parse=values.port())
 
-    def bound_by(self, services: tuple[str, ...], relays: int = 1) -> list[tuple[str, int]]:
-        """(what, port) for every port the given services bind, for the up-front check."""
+    def bound_by(self, services: tuple[str, ...], relays: int = 1, sync_servers: int = 1) -> list[tuple[str, int]]:
+        """(what, port) for every port the given services bind, for the up-front check.
+        Several sync servers: HAProxy on SYNC_PORT, the servers on the ports after it."""
         table = [
             ("portal", "portal (PORTAL_PORT)", self.portal),
-            ("syncserver", "sync server (SYNC_PORT)", self.sync),
+            ("syncserver", "sync server (SYNC_PORT)" if sync_servers == 1 else "balancer (SYNC_PORT)", self.sync),
             ("broker", "broker frontend (OUTBOX_BROKER_FRONTEND)", self.broker_frontend),
             ("broker", "broker backend (OUTBOX_BROKER_BACKEND)", self.broker_backend),
             ("relay", "relay metrics (OUTBOX_RELAY_METRICS_PORT)", self.relay_metrics),
         ]
         table += [("relay", f"relay-{i + 1} metrics", self.relay_metrics + i) for i in range(1, relays)]
+        if sync_servers > 1:
+            table += [("syncserver", f"syncserver-{i} (SYNC_PORT + {i})", self.sync + i)
+                      for i in range(1, sync_servers + 1)]
         return [(what, port) for service, what, port in table if service in services]
 
 
@@ -95,10 +104,15 @@ def _unless_set(env: Mapping[str, str], derived: dict[str, str]) -> dict[str, st
 
 def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,
                   services: tuple[str, ...] = SERVICES, relays: int = 1, keys: KeySet | None = None,
-                  python: str = sys.executable) -> list[ServiceSpec]:
+                  python: str = sys.executable, sync_servers: int = 1, haproxy: str = "haproxy",
+                  balancer_config: Path | None = None) -> list[ServiceSpec]:
     """What to run for each service, in start order. Values the user set in env win over
     the ones derived from the ports (e.g. SYNC_PUBLIC_URL behind a proxy) and over the
-    CURVE keys in `keys` (None: the user's environment must give them all)."""
+    CURVE keys in `keys` (None: the user's environment must give them all).
+
+    sync_servers > 1: syncserver-1..N on SYNC_PORT + 1..N, then "balancer", HAProxy on
+    SYNC_PORT with the configuration at balancer_config (write it with
+    stack.balancer.haproxy_config(ports.sync, balanced_backends(ports, N)))."""
     frontend = f"tcp://127.0.0.1:{ports.broker_frontend}"
     backend = f"tcp://127.0.0.1:{ports.broker_backend}"
     portal_origins = f"http://127.0.0.1:{ports.portal},http://localhost:{ports.portal}"
@@ -129,16 +143,26 @@ def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,
                 ready_line=READY_LINES["relay"],
             ))
     if "syncserver" in services:
-        specs.append(ServiceSpec(
-            "syncserver", [python, "-m", MODULES["syncserver"]],
-            {**derived(SYNC_BROKER_URL=backend, SYNC_ALLOWED_ORIGINS=portal_origins,
-                       # A development stack: the sync server accepts the development
-                       # token secret (it refuses it otherwise, see syncserver/config.py).
-                       SYNC_DEVELOPMENT="1"),
-             **keyed(KeySet.sync_env),
-             "SYNC_HOST": "127.0.0.1", "SYNC_PORT": str(ports.sync)},
-            ready_line=READY_LINES["syncserver"], ready_port=ports.sync,
-        ))
+        sync_env = {**derived(SYNC_BROKER_URL=backend, SYNC_ALLOWED_ORIGINS=portal_origins,
+                              # A development stack: the sync server accepts the development
+                              # token secret (it refuses it otherwise, see syncserver/config.py).
+                              SYNC_DEVELOPMENT="1"),
+                    **keyed(KeySet.sync_env), "SYNC_HOST": "127.0.0.1"}
+        if sync_servers == 1:
+            specs.append(ServiceSpec("syncserver", [python, "-m", MODULES["syncserver"]],
+                                     {**sync_env, "SYNC_PORT": str(ports.sync)},
+                                     ready_line=READY_LINES["syncserver"], ready_port=ports.sync))
+        else:
+            # Behind HAProxy on this host: its X-Forwarded-For names the browser a polling
+            # session is bound to; on SIGTERM each fails /healthz long enough for HAProxy to notice.
+            balanced = {**sync_env, **_unless_set(env, {"SYNC_TRUSTED_PROXIES": "127.0.0.1",
+                                                        "SYNC_DRAIN_SECONDS": str(DRAIN_SECONDS)})}
+            for backend_ in balanced_backends(ports, sync_servers):
+                specs.append(ServiceSpec(backend_.name, [python, "-m", MODULES["syncserver"]],
+                                         {**balanced, "SYNC_PORT": str(backend_.port)},
+                                         ready_line=READY_LINES["syncserver"], ready_port=backend_.port))
+            specs.append(ServiceSpec("balancer", haproxy_argv(haproxy, str(balancer_config or "haproxy.cfg")),
+                                     {}, ready_port=ports.sync))
     if "portal" in services:
         # runserver, not gunicorn: one process to supervise, DEBUG error pages, and static
         # files served straight from the sources (no collectstatic step, edits show at
@@ -153,6 +177,11 @@ def service_specs(ports: Ports, database_url: str, env: Mapping[str, str], *,
             ready_port=ports.portal,
         ))
     return specs
+
+
+def balanced_backends(ports: Ports, sync_servers: int) -> list[Backend]:
+    """The sync servers behind the balancer: syncserver-i on SYNC_PORT + i."""
+    return [Backend(f"syncserver-{i}", "127.0.0.1", ports.sync + i) for i in range(1, sync_servers + 1)]
 
 
 def missing_modules(services: tuple[str, ...]) -> list[str]:
@@ -279,13 +308,22 @@ class Stack:
 
     def __init__(self, env: Mapping[str, str] | None = None, *, services: tuple[str, ...] = SERVICES,
                  relays: int = 1, seed: bool = True, out: TextIO | None = None, color: bool = False,
-                 keys: KeySet | None = None, keys_dir: Path = KEYS_DIR):
+                 keys: KeySet | None = None, keys_dir: Path = KEYS_DIR, sync_servers: int = 1):
         self.env = dict(os.environ if env is None else {**os.environ, **env})
         unknown = [s for s in services if s not in SERVICES]
         if unknown:
             raise ConfigError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}")
         if relays < 1:
             raise ConfigError("relays must be at least 1")
+        if sync_servers < 1:
+            raise ConfigError("sync servers must be at least 1")
+        self.sync_servers = sync_servers
+        self.haproxy: str | None = None
+        self._config_dir: tempfile.TemporaryDirectory | None = None
+        if sync_servers > 1 and "syncserver" in services:
+            self.haproxy = haproxy_binary()
+            if self.haproxy is None:
+                raise ConfigError(INSTALL_HINT)
         self.services = tuple(s for s in SERVICES if s in services)
         self.relays = relays
         self.seed = seed
@@ -309,7 +347,7 @@ class Stack:
 
     def check(self) -> None:
         """The up-front checks: ports free, daemons present. StackError naming the problem."""
-        wanted = self.ports.bound_by(self.services, self.relays)
+        wanted = self.ports.bound_by(self.services, self.relays, self.sync_servers)
         dups = duplicate_ports(wanted)
         if dups:
             first, second, port = dups[0]
@@ -332,8 +370,16 @@ class Stack:
             except KeyFileError as exc:
                 raise ConfigError(str(exc)) from None
         self.database_url = resolve_database(self.env)
+        balancer_config = None
+        if self.haproxy is not None:
+            # Generated for these ports at every start; nothing to keep between runs.
+            self._config_dir = tempfile.TemporaryDirectory(prefix="haproxy-")
+            balancer_config = Path(self._config_dir.name) / "haproxy.cfg"
+            balancer_config.write_text(haproxy_config(
+                self.ports.sync, balanced_backends(self.ports, self.sync_servers)))
         specs = service_specs(self.ports, self.database_url, self.env, services=self.services, relays=self.relays,
-                              keys=self.keys)
+                              keys=self.keys, sync_servers=self.sync_servers, haproxy=self.haproxy or "haproxy",
+                              balancer_config=balancer_config)
         self.supervisor = Supervisor(specs, out=self.out, color=self.color, base_env=self.env)
         if self._stop_requested.is_set():
             self.supervisor.stopping.set()
@@ -355,7 +401,8 @@ class Stack:
     def banner(self) -> str:
         return banner(
             self.portal_url, self.users,
-            sync_url=self.sync_url if "syncserver" in self.services else None,
+            sync_url=(None if "syncserver" not in self.services else self.sync_url if self.sync_servers == 1
+                      else f"{self.sync_url}  (HAProxy in front of {self.sync_servers} sync servers)"),
             database=redact(self.database_url),
             metrics_url=f"http://127.0.0.1:{self.ports.relay_metrics}/metrics" if "relay" in self.services else None,
         )
@@ -374,6 +421,9 @@ class Stack:
     def stop(self) -> None:
         if self.supervisor is not None:
             self.supervisor.stop()
+        if self._config_dir is not None:
+            self._config_dir.cleanup()
+            self._config_dir = None
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         assert self.supervisor is not None
@@ -434,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", default=",".join(SERVICES),
                         help=f"comma-separated subset of {','.join(SERVICES)} (default: all)")
     parser.add_argument("--relays", type=int, default=1, help="relay processes: 1 leader + N-1 standbys")
+    parser.add_argument("--sync-servers", type=int, default=1,
+                        help="sync server processes; 2 or more run behind HAProxy on SYNC_PORT (default: 1)")
     parser.add_argument("--no-seed", action="store_true", help="do not run manage.py seed_demo")
     parser.add_argument("--keys-dir", type=Path, default=KEYS_DIR,
                         help="the broker's CURVE keys, created there on the first start (default: %(default)s)")
@@ -442,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         stack = Stack(services=tuple(s.strip() for s in args.services.split(",") if s.strip()),
-                      relays=args.relays, seed=not args.no_seed, color=sys.stdout.isatty(), keys_dir=args.keys_dir)
+                      relays=args.relays, sync_servers=args.sync_servers, seed=not args.no_seed, color=sys.stdout.isatty(), keys_dir=args.keys_dir)
     except (ConfigError, SettingError) as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 2

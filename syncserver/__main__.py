@@ -51,6 +51,8 @@ async def serve(config) -> int:
                 log.error("background task failed; stopping", exc_info=failure)
                 code = 1
                 break
+    if code == 0:
+        await server.drain()
     log.info("shutting down: closing %d connection(s)", len(server.hub.sinks))
     await server.stop()
     return code

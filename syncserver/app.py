@@ -26,6 +26,7 @@ from syncserver.config import Config
 from syncserver.connection import SyncConnection
 from syncserver.hub import HEARTBEAT_TOPIC, Authority, CatchUp, Hub, Prepared
 from syncserver.origins import OriginPolicy
+from syncserver.presence import Presence
 from syncserver.redaction import for_browsers
 from syncserver.sockjs_patches import PatchedRouter
 
@@ -63,8 +64,14 @@ class SyncServer:
         self.hub = Hub(self.catchup, authority=self.authority, recent_events=config.recent_events,
                        max_recover_events=config.max_recover_events, max_subscriptions=config.max_subscriptions,
                        coalesce=config.coalesce_ms / 1000)
+        # Presence lives in PostgreSQL, shared by every sync server (syncserver/presence.py).
+        self.presence: Presence | None = None
+        if config.database_url and hasattr(self.catchup, "pool"):
+            self.presence = Presence(config.database_url, self.hub, pool=self.catchup.pool)
+            self.hub.presence = self.presence
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.closing = False
+        self.draining = False  # SIGTERM seen: /healthz answers 404 so a balancer routes no new connections here
         self.port: int | None = None
         self._tasks: list[asyncio.Task] = []
         self._http: tornado.httpserver.HTTPServer | None = None
@@ -86,7 +93,7 @@ class SyncServer:
             (r"/metrics", MetricsHandler),
             *self.router.urls,
         ]
-        return tornado.web.Application(
+        return _Application(
             routes,
             websocket_max_message_size=self.ws_frame_limit,
             websocket_ping_interval=None,
@@ -108,6 +115,8 @@ class SyncServer:
         self._http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self._run_source(), name="sync-event-source")]
+        if self.presence is not None:
+            await self.presence.start()
         self._heartbeat = PeriodicCallback(self._send_heartbeat, self.config.heartbeat_interval * 1000)
         self._heartbeat.start()
         return self.port
@@ -133,22 +142,34 @@ class SyncServer:
 
     def task_failure(self) -> BaseException | None:
         """The exception of a background task that died (the process should stop)."""
-        for task in self._tasks:
+        for task in self._tasks + (self.presence.tasks if self.presence is not None else []):
             if task.done() and not task.cancelled() and task.exception() is not None:
                 return task.exception()
         return None
 
+    async def drain(self) -> None:
+        """Fail /healthz (404) for config.drain_seconds while still serving, so a balancer takes
+        this server out before its sessions close (they reconnect through the balancer to
+        another server and resume from the outbox: nothing is lost)."""
+        self.draining = True
+        if self.config.drain_seconds > 0:
+            log.info("draining: /healthz answers 404 for %.1f s before the sessions close", self.config.drain_seconds)
+            await asyncio.sleep(self.config.drain_seconds)
+
     async def stop(self) -> None:
-        """Close every session cleanly, stop listening, end background work."""
-        self.closing = True
-        if self._http is not None:
-            self._http.stop()
+        """Close every session cleanly (close code 3000: the client reconnects and
+        resumes), stop listening, end background work."""
+        self.closing = True  # a connection opened from now on is closed at once (SyncConnection.on_open)
         if self._heartbeat is not None:
             self._heartbeat.stop()
         for sink in list(self.hub.sinks):
             if sink.session is not None:
                 sink.session.close(3000, "Server shutting down")
-        await asyncio.sleep(0.2)  # let close frames reach clients
+        # Still listening a moment: close frames reach the streams, and a polling client's
+        # next request (it polls again at once) collects its own instead of finding no server.
+        await asyncio.sleep(0.5 if self.draining else 0.2)
+        if self._http is not None:
+            self._http.stop()
         if self._http is not None:
             await asyncio.wait_for(self._http.close_all_connections(), 5)
         if self.router is not None:
@@ -156,6 +177,8 @@ class SyncServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.presence is not None:
+            await self.presence.stop()
         if hasattr(self.catchup, "close"):
             await self.catchup.close()
 
@@ -164,12 +187,21 @@ class SyncServer:
         broker = "ok" if age is not None and age < BROKER_STALE_AFTER else ("stale" if age is not None else "unknown")
         db_ok = await self.catchup.ping() if hasattr(self.catchup, "ping") else True
         return {
-            "status": "ok" if broker == "ok" and db_ok and not self.closing else "degraded",
+            "status": ("draining" if self.draining or self.closing
+                       else "ok" if broker == "ok" and db_ok else "degraded"),
             "broker": {"status": broker, "last_heartbeat_age": None if age is None else round(age, 3),
                        "pos": self.broker_pos, "delivered_pos": self.source.delivered_pos},
             "db": {"status": "ok" if db_ok else "down"},
             "connections": len(self.hub.sinks),
         }
+
+
+class _Application(tornado.web.Application):
+    def log_request(self, handler: tornado.web.RequestHandler) -> None:
+        # Not the successful health checks: a balancer probes every server every second.
+        if handler.request.path == "/healthz" and handler.get_status() == 200:
+            return
+        super().log_request(handler)
 
 
 class HealthHandler(tornado.web.RequestHandler):
@@ -179,7 +211,12 @@ class HealthHandler(tornado.web.RequestHandler):
     async def get(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.write(json.dumps(await self.server.health()))
+        health = await self.server.health()
+        if health["status"] == "draining":
+            # HAProxy's `http-check disable-on-404`: no new connections, but the requests of
+            # the sessions this server still holds keep coming until it closes them.
+            self.set_status(404)
+        self.write(json.dumps(health))
 
 
 class MetricsHandler(tornado.web.RequestHandler):

@@ -54,6 +54,7 @@ class Config:
     max_recover_events: int = setting("SYNC_MAX_RECOVER_EVENTS")
     coalesce_ms: int = setting("SYNC_COALESCE_MS")             # shortest window a busy topic's transactions share
     heartbeat_interval: float = 1.0
+    drain_seconds: float = setting("SYNC_DRAIN_SECONDS")       # SIGTERM: fail /healthz this long, then close
     log_level: str = setting("SYNC_LOG_LEVEL")
     database_url: str | None = setting("DATABASE_URL")      # None: the embedded server (the entry point asks)
     # Its CURVE key pair and the broker's public key: the broker admits only subscriber

@@ -39,6 +39,8 @@ class SyncConnection(SockJSConnection):
         # (wsframe), and whether the frame is SockJS's `a[...]` or the raw text.
         self._ws = None
         self._framed = False
+        self.username: str | None = None
+        self.last_heard = time.monotonic()  # presence closes connections silent too long
 
     # -- SockJS callbacks ---------------------------------------------------------------
 
@@ -53,6 +55,7 @@ class SyncConnection(SockJSConnection):
             self.close()
 
     def on_message(self, message) -> None:
+        self.last_heard = time.monotonic()
         try:
             if not self.bucket.take():
                 raise ProtocolError(protocol.RATE_LIMITED, "too many messages; slow down")
@@ -93,7 +96,7 @@ class SyncConnection(SockJSConnection):
             # session id must not be able to swap the identity behind it.
             raise ProtocolError(protocol.BAD_TOKEN, "token is for another user than this connection's", "auth")
         renewed = self.claims is not None
-        self.claims, self.user_id = claims, claims.user_id
+        self.claims, self.user_id, self.username = claims, claims.user_id, claims.username
         now = time.time()
         self.send_text(protocol.authed(claims.username, claims.expires_at, claims.expires_at - now))
         if renewed:
@@ -125,7 +128,7 @@ class SyncConnection(SockJSConnection):
         if not hub.is_subscribed(self, msg.topic) and hub.subscription_count(self) >= self.ctx.config.max_subscriptions:
             raise ProtocolError(protocol.TOO_MANY_SUBSCRIPTIONS,
                                 f"at most {self.ctx.config.max_subscriptions} subscriptions per connection", "subscribe")
-        task = asyncio.ensure_future(hub.subscribe(self, msg.topic, msg.since))
+        task = asyncio.ensure_future(hub.subscribe(self, msg.topic, msg.since, msg.presence))
         if self._tasks is None:
             self._tasks = set()
         self._tasks.add(task)

@@ -130,6 +130,8 @@ class Subscription:
     live: bool = False
     ended: bool = False
     buffer: list = field(default_factory=list)
+    presence: bool = False   # the client asked to appear in (and receive) the topic's presence
+    present: bool = False    # joined the presence observer (live, not ended yet)
     # The grant's floor once the check answered (None before): a removal of this user at
     # or below it ended an earlier membership, not this one.
     floor: int | None = None
@@ -185,6 +187,14 @@ def _committed_epoch(event: EventLike) -> float | None:
         return None
 
 
+class PresenceObserver(Protocol):
+    """syncserver.presence.Presence: told when a presence subscription goes live and ends."""
+
+    def joined_sub(self, sub: Subscription) -> None: ...
+
+    def left_sub(self, sub: Subscription) -> None: ...
+
+
 class Hub:
     def __init__(self, catchup: CatchUp, *, authority: Authority, recent_events: int = 256,
                  max_recover_events: int = 5000, max_subscriptions: int = 100, flush_delay: float = 0.05,
@@ -199,6 +209,7 @@ class Hub:
         self.max_idle_topics = max_idle_topics
         self.topics: OrderedDict[str, TopicState] = OrderedDict()
         self.sinks: dict[Sink, dict[str, Subscription]] = {}
+        self.presence: PresenceObserver | None = None
         self._delivered_live = metrics.EVENTS_DELIVERED.labels("live")
         # Concurrent identical catch-up reads share one query: (topic, since) -> (task,
         # the topic state it was started under).
@@ -417,6 +428,11 @@ class Hub:
         if subs is not None and subs.get(sub.topic) is sub:
             del subs[sub.topic]
         metrics.SUBSCRIPTIONS.dec()
+        if sub.present:
+            # Any end (unsubscribe, closed, revoked, expired, resync) ends its presence.
+            sub.present = False
+            if self.presence is not None:
+                self.presence.left_sub(sub)
 
     def _revoke(self, sub: Subscription) -> None:
         self._end(sub)
@@ -430,14 +446,14 @@ class Hub:
         sub.sink.send_prepared(Prepared(protocol.resync(sub.topic, tpos)))
         return "resync"
 
-    async def subscribe(self, sink: Sink, topic: str, since: int) -> str:
+    async def subscribe(self, sink: Sink, topic: str, since: int, presence: bool = False) -> str:
         """Start (or restart) a subscription; sends subscribed / recovered+subscribed /
         resync / revoked. Returns the outcome. The caller checked token and limits."""
         old = self.sinks.get(sink, {}).get(topic)
         if old is not None:
             self._end(old)
         ts = self._state(topic)
-        sub = Subscription(sink, topic, last=since)
+        sub = Subscription(sink, topic, last=since, presence=presence)
         ts.subs[sink] = sub
         self.sinks.setdefault(sink, {})[topic] = sub
         metrics.SUBSCRIPTIONS.inc()
@@ -548,4 +564,7 @@ class Hub:
         sub.buffer = []
         metrics.RESUMES.labels(outcome).inc()
         sub.sink.send_prepared(Prepared(protocol.subscribed(sub.topic, sub.last)))
+        if sub.presence and self.presence is not None:
+            sub.present = True  # only now: the database said this user may watch the topic
+            self.presence.joined_sub(sub)
         return outcome

@@ -1,7 +1,8 @@
 """The browser protocol (pure): parse and validate client messages, encode server messages.
 
-Client -> server: auth, subscribe, unsubscribe, ping. Server -> client: authed, subscribed,
-recovered, resync, events, revoked, heartbeat, pong, error. Event lists are spliced from
+Client -> server: auth, subscribe (optionally with presence), unsubscribe, ping. Server ->
+client: authed, subscribed, recovered, resync, events, revoked, presence, heartbeat, pong,
+error. Event lists are spliced from
 the envelopes' exact bytes (Event.raw) rather than re-encoded: the relay's JSON is already
 what the browser needs, and re-encoding per message would cost more than the rest of the
 fan-out.
@@ -44,6 +45,7 @@ class Auth:
 class Subscribe:
     topic: str
     since: int
+    presence: bool = False  # appear in the topic's presence and receive it
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,10 @@ def parse(message: object, max_bytes: int) -> ClientMessage:
         since = doc.get("since")
         if type(since) is not int or since < 0:
             raise ProtocolError(BAD_MESSAGE, "subscribe needs an integer since >= 0", ref)
-        return Subscribe(topic, since)
+        presence = doc.get("presence", False)
+        if type(presence) is not bool:
+            raise ProtocolError(BAD_MESSAGE, "presence must be true or false", ref)
+        return Subscribe(topic, since, presence)
     if kind == "unsubscribe":
         return Unsubscribe(_topic(doc, ref))
     if kind == "ping":
@@ -146,6 +151,12 @@ def revoked(topic: str) -> str:
 
 def heartbeat(pos: int) -> str:
     return _dumps({"type": "heartbeat", "pos": pos})
+
+
+def presence(topic: str, users: list[dict]) -> str:
+    """Who has the topic open: [{"user_id", "name", "since" (ISO 8601), "tabs"}], the whole
+    list each time (a late or lost message is repaired by the next one)."""
+    return _dumps({"type": "presence", "topic": topic, "users": users})
 
 
 def pong(id: Any) -> str:

@@ -76,7 +76,8 @@ def test_the_page_stays_live_across_several_token_expiries_with_nothing_lost_or_
     auths = [m for m in sent if m["type"] == "auth"]
     assert len(auths) >= expiries + 1, f"{len(auths)} auth messages over {expiries} token lifetimes"
     assert len({m["token"] for m in auths}) == len(auths)
-    assert [m for m in sent if m["type"] == "subscribe"] == [{"type": "subscribe", "topic": topic, "since": since}]
+    assert [m for m in sent if m["type"] == "subscribe"] == [
+        {"type": "subscribe", "topic": topic, "since": since, "presence": True}]  # the page shows who is here
     assert [m for m in received if m["type"] in ("error", "resync", "revoked")] == []
     assert sum(m["type"] == "authed" for m in received) == len(auths)
     tpos = [e["tpos"] for e in _events_received(log, topic)]

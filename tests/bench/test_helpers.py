@@ -124,3 +124,21 @@ def test_claim_cost_claims_each_side_as_its_relay_does():
     assert head["name"] == "HEAD" and list(head["migrations"]) == ["schema.sql"]
     before = claim_cost.side("dc207c9")  # the numbered history before the schema file
     assert "0001_outbox.sql" in before["migrations"] and list(before["migrations"]) == sorted(before["migrations"])
+
+
+def test_fan_out_through_the_balancer_is_judged_by_what_was_lost():
+    raw = {"scaleout": {
+        "1": {"subscribers": 600, "deliveries_per_s": 99591.0, "p99_ms": 976.4, "lost": 0, "connected": 600,
+              "failed": 0, "per_server": {"syncserver": 600},
+              "idle": {"requested": 1500, "held": 1499, "kb_per_connection": 7.9, "balancer_kb_per_connection": 2.9}},
+        "3": {"subscribers": 600, "deliveries_per_s": 71213.0, "p99_ms": 1669.1, "lost": 12, "connected": 600,
+              "failed": 0, "per_server": {"syncserver": 200, "syncserver-2": 200, "syncserver-3": 200}},
+    }}
+    figs = figures.build(raw)
+    assert _met(figs, "8. Fan-out through HAProxy, 1 ") == [True]
+    assert _met(figs, "8. Fan-out through HAProxy, 3 ") == [False]  # 12 deliveries lost
+    rows = figs["scaleout"]["rows"]
+    assert "connections per server 200/200/200" in rows[3]["figure"]
+    assert rows[4]["ours"] == "1669.1 / 12"
+    assert _met(figs, "8. Through HAProxy, 1 sync server(s): idle") == [False]  # one not held
+    assert "scaleout" in report.FIGURE_ORDER

@@ -48,6 +48,7 @@ def trial(cluster: Cluster, fault: str):
     "kill -9 broker",
     "terminate LISTEN conn",
     "kill client",
+    "presence across servers",
     "outage longer than a batch",
 ])
 def test_no_change_lost_duplicated_or_reordered(cluster, fault):

@@ -131,17 +131,21 @@ def test_every_numbered_step_is_applied_by_a_django_migration_in_order():
 def test_a_step_runs_once_and_never_where_the_schema_included_it(tmp_path):
     """A database built from a schema file that includes a step skips it; an older one runs it
     once and records its number."""
-    step_file = tmp_path / "0001_probe.sql"
-    step_file.write_text("CREATE TABLE outbox_step_probe (id int);")
     editor = SimpleNamespace(connection=connection)
     with connection.cursor() as cur:
         cur.execute("SELECT version FROM outbox_schema_version")
-        assert cur.fetchone()[0] == 0  # the schema file includes no step yet
-        ApplyStep("outbox", 1, step_file.name, tmp_path).forward(None, editor)
-        ApplyStep("outbox", 1, step_file.name, tmp_path).forward(None, editor)  # again: skipped, no error
+        included = cur.fetchone()[0]  # the last step the schema file includes
+        step = included + 1
+        step_file = tmp_path / f"{step:04d}_probe.sql"
+        step_file.write_text("CREATE TABLE outbox_step_probe (id int);")
+        ApplyStep("outbox", included, step_file.name, tmp_path).forward(None, editor)  # included: skipped
+        cur.execute("SELECT to_regclass('outbox_step_probe') IS NULL")
+        assert cur.fetchone()[0]
+        ApplyStep("outbox", step, step_file.name, tmp_path).forward(None, editor)
+        ApplyStep("outbox", step, step_file.name, tmp_path).forward(None, editor)  # again: skipped, no error
         cur.execute("SELECT version, to_regclass('outbox_step_probe') IS NOT NULL FROM outbox_schema_version")
-        assert cur.fetchone() == (1, True)
+        assert cur.fetchone() == (step, True)
         cur.execute("DROP TABLE outbox_step_probe")
-        ApplyStep("outbox", 1, step_file.name, tmp_path).forward(None, editor)  # a database that has step 1
+        ApplyStep("outbox", step, step_file.name, tmp_path).forward(None, editor)  # a database that has the step
         cur.execute("SELECT to_regclass('outbox_step_probe') IS NULL")
         assert cur.fetchone()[0]  # undone when the test transaction rolls back

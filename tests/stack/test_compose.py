@@ -18,7 +18,7 @@ from stack.supervisor import port_of
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
 APP_SERVICES = ("migrate", "broker", "relay", "syncserver", "portal")
-LONG_RUNNING = ("postgres", "broker", "relay", "syncserver", "portal")
+LONG_RUNNING = ("postgres", "broker", "relay", "syncserver", "balancer", "portal")
 
 
 # What `python -m stack.keys >> .env` gives compose: the variables ${VAR:?} requires.
@@ -49,9 +49,11 @@ def read_by(component: str) -> set[str]:
 
 
 def test_services_and_relay_replicas():
-    assert set(SERVICES) == {"postgres", *APP_SERVICES}
+    assert set(SERVICES) == {"postgres", "balancer", *APP_SERVICES}
     assert SERVICES["postgres"]["image"] == "postgres:16"
     assert SERVICES["relay"]["deploy"]["replicas"] == 2, "leader + hot standby"
+    assert SERVICES["syncserver"]["deploy"]["replicas"] == 3, "several sync servers behind the balancer"
+    assert "ports" not in SERVICES["syncserver"], "replicas cannot share a host port: the balancer publishes"
     for name in APP_SERVICES:
         assert SERVICES[name]["build"] == ".", name
         assert "container_name" not in SERVICES[name], "fixed names break replicas and scaling"
@@ -173,7 +175,7 @@ def test_compose_variables_with_our_prefixes_are_settings_the_registry_knows():
 def test_shared_secret_and_public_addresses_agree():
     portal, sync = env_of("portal"), env_of("syncserver")
     assert portal["SYNC_TOKEN_SECRET"] == sync["SYNC_TOKEN_SECRET"] != "dev-insecure-sync-secret"
-    published = {p.split(":")[1] for p in SERVICES["syncserver"]["ports"]}
+    published = {p.split(":")[1] for p in SERVICES["balancer"]["ports"]}
     assert urlport(portal["SYNC_PUBLIC_URL"]) in published
     assert portal["SYNC_PUBLIC_URL"].endswith("/sync")
     assert portal["PORTAL_DEBUG"] == "0"
@@ -205,6 +207,8 @@ def test_every_long_running_service_has_a_health_check_that_compiles(service):
     assert test[0] == "CMD"
     if test[1:3] == ["python", "-c"]:
         compile(test[3], f"<healthcheck of {service}>", "exec")
+    elif service == "balancer":  # the haproxy image has bash, not python
+        assert test[1:3] == ["bash", "-c"] and "/dev/tcp/127.0.0.1/8001" in test[3]
     else:
         assert service == "postgres" and test[1] == "pg_isready"
 
@@ -260,3 +264,22 @@ def test_dockerfile_builds_what_the_services_need():
 
     assert settings.MIDDLEWARE[1] == "whitenoise.middleware.WhiteNoiseMiddleware"
     assert settings.STATIC_ROOT
+
+
+def test_the_balancer_runs_the_generated_configuration_in_front_of_the_sync_servers():
+    from stack.balancer import COMPOSE_CONFIG, compose_config
+
+    assert (ROOT / "deploy" / "haproxy.cfg").read_text() == compose_config(), \
+        "deploy/haproxy.cfg is stale: python -m stack.balancer > deploy/haproxy.cfg"
+    balancer = SERVICES["balancer"]
+    assert balancer["image"].startswith("haproxy:")
+    assert "./deploy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in balancer["volumes"]
+    assert COMPOSE_CONFIG.host == "syncserver" and str(COMPOSE_CONFIG.port) == env_of("syncserver")["SYNC_PORT"]
+    assert SERVICES["portal"]["depends_on"]["balancer"] == {"condition": "service_healthy"}
+    assert balancer["depends_on"]["syncserver"] == {"condition": "service_healthy"}
+    # The sync servers trust exactly the balancer's fixed address for X-Forwarded-For.
+    address = balancer["networks"]["default"]["ipv4_address"]
+    assert env_of("syncserver")["SYNC_TRUSTED_PROXIES"] == address
+    subnet = COMPOSE["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    import ipaddress
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)

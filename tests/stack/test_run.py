@@ -308,3 +308,30 @@ def test_stack_class_for_acceptance_tests_restarts_and_kills_services(db_url):
         stack.stop()
     assert all(gone(pid) for pid in stack.pids().values())
     assert "relay is ready" in out.getvalue()
+
+
+def test_several_sync_servers_run_behind_the_balancer_on_sync_port(tmp_path):
+    from syncserver.config import from_env
+
+    ports = Ports(18000, 18001, 15557, 15558, 19101)
+    cfg = tmp_path / "haproxy.cfg"
+    specs = {s.name: s for s in service_specs(ports, "postgresql:///db", {}, sync_servers=3, keys=KeySet.generate(),
+                                               haproxy="/usr/sbin/haproxy", balancer_config=cfg)}
+    assert list(specs) == ["broker", "relay", "syncserver-1", "syncserver-2", "syncserver-3", "balancer", "portal"]
+    assert [specs[f"syncserver-{i}"].env["SYNC_PORT"] for i in (1, 2, 3)] == ["18002", "18003", "18004"]
+    assert specs["balancer"].argv == ["/usr/sbin/haproxy", "-db", "-f", str(cfg)]
+    assert specs["balancer"].ready_port == 18001
+    assert specs["portal"].env["SYNC_PUBLIC_URL"] == "http://127.0.0.1:18001/sync"  # browsers reach the balancer
+    config = from_env(specs["syncserver-2"].env)
+    assert config.drain_seconds == 3 and [str(n) for n in config.trusted_proxies] == ["127.0.0.1/32"]
+    assert ("balancer (SYNC_PORT)", 18001) in ports.bound_by(("syncserver",), sync_servers=3)
+    assert ("syncserver-3 (SYNC_PORT + 3)", 18004) in ports.bound_by(("syncserver",), sync_servers=3)
+
+
+def test_without_haproxy_several_sync_servers_is_one_line_and_exit_2(monkeypatch, capsys):
+    from stack import run
+
+    monkeypatch.setattr(run, "haproxy_binary", lambda: None)
+    assert run.main(["--sync-servers", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err == "make run: HAProxy is not installed: apt-get install haproxy\n"

@@ -476,3 +476,35 @@ def test_trusted_proxies_setting():
     assert from_env(ENV).trusted_proxies == ()
     with pytest.raises(SettingError, match="SYNC_TRUSTED_PROXIES"):
         from_env({**ENV, "SYNC_TRUSTED_PROXIES": "proxy.internal"})
+
+
+class Observer:
+    """Hub.presence: records joins and leaves as (event, user, topic)."""
+
+    def __init__(self):
+        self.log = []
+
+    def joined_sub(self, sub):
+        self.log.append(("join", sub.sink.user_id, sub.topic))
+
+    def left_sub(self, sub):
+        self.log.append(("leave", sub.sink.user_id, sub.topic))
+
+
+async def test_presence_joins_only_live_authorized_subscriptions_and_every_end_leaves():
+    hub = make_hub(FakeCatchUp(), FakeAuthority({(9, "t"): "none"}))
+    hub.presence = seen = Observer()
+    alice, bob, carol, quiet = Sink(7), Sink(8), Sink(9), Sink(10)
+    await hub.subscribe(alice, "t", 0, presence=True)
+    await hub.subscribe(bob, "t", 0, presence=True)
+    await hub.subscribe(carol, "t", 0, presence=True)   # not a member: revoked, never joins
+    await hub.subscribe(quiet, "t", 0)                   # no presence asked: never joins
+    assert seen.log == [("join", 7, "t"), ("join", 8, "t")]
+    hub.on_event(ev(1, entity="membership", op="delete", data={"user_id": 8}))  # bob removed
+    await asyncio.sleep(0.03)
+    assert seen.log[-1] == ("leave", 8, "t")
+    await hub.subscribe(alice, "t", 1, presence=True)  # a resubscribe: leaves, then joins again
+    assert seen.log[-2:] == [("leave", 7, "t"), ("join", 7, "t")]
+    hub.remove_sink(alice)  # the connection closed
+    hub.remove_sink(quiet)
+    assert seen.log[-1] == ("leave", 7, "t") and len(seen.log) == 6

@@ -211,7 +211,33 @@ function init(page) {
     stopEditing();
   }
 
+  // Who has this list open, from the sync server (any server: presence is shared through
+  // the database). The whole list comes each time; the page renders it as given.
+  const presenceEl = document.getElementById("presence");
+  const presenceList = document.getElementById("presence-list");
+  function onPresence(users) {
+    if (!presenceEl) return;
+    presenceList.replaceChildren(...users.map((u) => {
+      const li = document.createElement("li");
+      li.dataset.userId = String(u.user_id);
+      li.dataset.username = u.name;
+      li.dataset.tabs = String(u.tabs);
+      const since = new Date(u.since);
+      const name = document.createElement("span");
+      name.className = "presence-name";
+      name.textContent = u.user_id === me.id ? `${u.name} (you)` : u.name;
+      const detail = document.createElement("span");
+      detail.className = "muted";
+      const time = Number.isNaN(since.getTime()) ? "" : since.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      detail.textContent = ` since ${time}${u.tabs > 1 ? ` · ${u.tabs} tabs` : ""}`;
+      li.append(name, detail);
+      return li;
+    }));
+    presenceEl.hidden = users.length === 0;
+  }
+
   function onRevoked() {
+    onPresence([]);
     markEnded("revoked");
     if (client) client.stop();
     setStatus("offline");
@@ -417,6 +443,7 @@ function init(page) {
       onEvents,
       onResync,
       onRevoked,
+      onPresence,
     });
     client.start();
     window.addEventListener("pagehide", () => client.stop());

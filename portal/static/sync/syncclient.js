@@ -11,12 +11,19 @@
 //   c.onStatus((s) => ...);                      // connecting | live | reconnecting | offline
 //   c.subscribe("checklist:1", { since: restTpos, onEvents(events) {...},
 //                                 async onResync() { reload(); c.setPosition(topic, tpos); },
-//                                 onRevoked() {...} });
+//                                 onRevoked() {...},
+//                                 onPresence(users) {...} });  // optional: appear in, and get, who is here
+//                                                              // [{user_id, name, since, tabs}]
 //   c.start();  ...  c.stop();
 
 const HEARTBEAT_MS = 1000; // the server sends {"type":"heartbeat"} every second
 const REUSE_MIN_MS = 2000; // a reconnect reuses the token if it is valid for longer than this
 const RENEW_AHEAD_MS = 60000; // renew this long before expiry (half the lifetime if shorter)
+// While showing presence the client pings: a server closes a presence connection that sent
+// nothing for 6 s, so a tab whose network dropped leaves the others' lists within seconds.
+// The ping answers the server's own messages (a heartbeat every second) rather than a timer:
+// browsers throttle timers in background tabs to once a minute, but deliver messages.
+const PRESENCE_PING_MS = 2000;
 
 export class SyncClient {
   constructor({ sockjsUrl, tokenUrl = "/api/sync/token/", topics, transports, csrfToken,
@@ -37,6 +44,7 @@ export class SyncClient {
     this.attempt = 0;
     this.timer = null;
     this.watchdog = null;
+    this.lastPing = 0;
     this.lastHeard = 0;
     this.grant = null; // {token, topics: Set, expiresAt: ms by this clock | null}
     this.sentGrant = null; // the grant of the last auth sent, until its "authed"
@@ -47,8 +55,8 @@ export class SyncClient {
 
   onStatus(fn) { this.statusFns.push(fn); if (this.status) fn(this.status); }
 
-  subscribe(topic, { since = 0, onEvents = () => {}, onResync = () => {}, onRevoked = () => {} } = {}) {
-    this.subs.set(topic, { last: since, handlers: { onEvents, onResync, onRevoked },
+  subscribe(topic, { since = 0, onEvents = () => {}, onResync = () => {}, onRevoked = () => {}, onPresence } = {}) {
+    this.subs.set(topic, { last: since, handlers: { onEvents, onResync, onRevoked, onPresence },
                            revoked: false, resyncing: false, resuming: false, resyncs: 0, retry: null });
     this._sendSubscribe(topic);
     return () => this.unsubscribe(topic);
@@ -130,9 +138,15 @@ export class SyncClient {
       this.watchdog = setInterval(() => {
         if (Date.now() - this.lastHeard > this.heartbeatTimeout) sock.close();
       }, HEARTBEAT_MS);
+      this.lastPing = Date.now();
     };
     sock.onmessage = (e) => {
       this.lastHeard = Date.now();
+      if (this.lastHeard - this.lastPing >= PRESENCE_PING_MS
+          && [...this.subs.values()].some((s) => s.handlers.onPresence && !s.revoked)) {
+        this.lastPing = this.lastHeard;
+        this._send({ type: "ping" });
+      }
       let msg;
       try { msg = JSON.parse(e.data); } catch { return; }
       this._handle(msg);
@@ -250,6 +264,7 @@ export class SyncClient {
     if (!sub || sub.revoked) return;
     sub.revoked = true;
     clearTimeout(sub.retry);
+    if (sub.handlers.onPresence) sub.handlers.onPresence([]); // nobody is shown any more
     sub.handlers.onRevoked();
   }
 
@@ -259,7 +274,10 @@ export class SyncClient {
 
   _sendSubscribe(topic) {
     const sub = this.subs.get(topic);
-    if (sub && !sub.revoked && !sub.resyncing) this._send({ type: "subscribe", topic, since: sub.last });
+    if (sub && !sub.revoked && !sub.resyncing) {
+      this._send(sub.handlers.onPresence ? { type: "subscribe", topic, since: sub.last, presence: true }
+                                         : { type: "subscribe", topic, since: sub.last });
+    }
   }
 
   _setStatus(status) {
@@ -299,6 +317,9 @@ export class SyncClient {
         break;
       case "revoked":
         if (sub) this._revoke(msg.topic);
+        break;
+      case "presence": // the whole list each time; only a live subscription receives it
+        if (sub && !sub.revoked && sub.handlers.onPresence) sub.handlers.onPresence(msg.users || []);
         break;
       case "error":
         console.warn(`sync: ${msg.code}: ${msg.message}`);
