@@ -128,7 +128,7 @@ class Run:
         self.ensure_stack()
         ctx = self.ctx
         out = {}
-        for transport in ("websocket", "xhr-streaming"):
+        for transport in ("websocket", "xhr-streaming", "eventsource", "xhr-polling"):
             for rate, dur in ((100, ctx.scale(20, 3)), (1000, ctx.scale(10, 2))):
                 out[f"{transport}@{rate}"] = latency.ours(ctx, rate=rate, duration=dur, transport=transport,
                                                           with_probe=(transport == "websocket"))

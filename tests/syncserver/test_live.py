@@ -12,10 +12,11 @@ from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-TRANSPORT = {"raw": "rawwebsocket", "framed": "websocket", "xhr_streaming": "xhr_streaming", "xhr": "xhr"}
+TRANSPORT = {"raw": "rawwebsocket", "framed": "websocket", "xhr_streaming": "xhr_streaming",
+             "eventsource": "eventsource", "xhr": "xhr"}
 
 
-@pytest.mark.parametrize("kind", ["raw", "framed", "xhr_streaming", "xhr"])
+@pytest.mark.parametrize("kind", list(TRANSPORT))
 async def test_clients_receive_exactly_the_committed_events_in_order(db_url, kind):
     topic, other = new_topic(db_url), new_topic(db_url)
     async with sync_stack(db_url) as stack:
