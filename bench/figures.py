@@ -104,6 +104,18 @@ def latency(raw: dict) -> dict:
                          ours, peer, target, met))
         if m.get("p50_ms") is not None:
             chart[f"ours {label}"] = m
+    page = raw.get("page_latency") or {}
+    for key in ("websocket@100", "websocket@1000", "xhr-streaming@100", "xhr-streaming@1000"):
+        m = page.get(key)
+        if m is None:
+            continue
+        transport, rate = key.split("@")
+        ours = (f"{m['p50_ms']}/{m['p99_ms']}/{m['p999_ms']} ({m['n']} samples, all applied: {m.get('all_applied')})"
+                if m.get("p50_ms") is not None else None)
+        rows.append(_row(f"3. What users see: commit-to-page (chromium, DOM applied) {transport} {rate}/s, "
+                         "p50/p99/p99.9 ms", ours, None, "n/a (issue 17: measured)", None))
+        if m.get("p50_ms") is not None:
+            chart[f"chromium page {transport} {rate}/s"] = m
     hop = (lat.get("websocket@100") or {}).get("commit_to_broker")
     if hop:
         chart["ours commit->ZeroMQ 100/s"] = hop

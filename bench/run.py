@@ -30,7 +30,7 @@ CAVEAT = ("Measured on a shared 2-CPU machine: PostgreSQL, the daemons, the load
           "the same 2 cores, and other engineers' test runs may have overlapped this run; treat the figures as "
           "noisy lower bounds for our components, and compare ours with the peers only within this run.")
 OFFERED_DELIVERIES = 120_000  # per second, above the 100k/s target
-PHASES = ("relay_bench", "peers", "latency", "throughput", "faults", "resume", "fanout", "connections", "sockjs_peer")
+PHASES = ("relay_bench", "peers", "latency", "page", "throughput", "faults", "resume", "fanout", "connections", "sockjs_peer")
 
 
 class Run:
@@ -133,6 +133,15 @@ class Run:
                 out[f"{transport}@{rate}"] = latency.ours(ctx, rate=rate, duration=dur, transport=transport,
                                                           with_probe=(transport == "websocket"))
         self.raw["latency"] = out
+
+    def page(self) -> None:
+        from bench import page
+
+        # The page runs on a whole stack of its own (portal included): ours stops meanwhile,
+        # so the two do not share the cores (the next phase starts it again).
+        stop_stack(self.ctx)
+        self.raw["page_latency"] = page.run(self.ctx.url, rates=[100, 1000], transports=["websocket", "xhr-streaming"],
+                                            duration=self.ctx.scale(10, 3), tmp=self.ctx.tmp)
 
     def throughput(self) -> None:
         from bench import latency

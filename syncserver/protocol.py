@@ -164,8 +164,10 @@ def revoked(topic: str) -> str:
     return _dumps({"type": "revoked", "topic": topic})
 
 
-def heartbeat(pos: int) -> str:
-    return _dumps({"type": "heartbeat", "pos": pos})
+def heartbeat(pos: int, server_time: float) -> str:
+    """server_time: this server's clock (unix seconds, ms precision); browsers set the clock
+    they measure latency with by the heartbeat that reached them fastest (syncclient.js)."""
+    return _dumps({"type": "heartbeat", "pos": pos, "time": round(server_time, 3)})
 
 
 def pong(id: Any) -> str:

@@ -1,6 +1,6 @@
 // Node test of the browser client's latency reports (portal/static/sync/syncclient.js) with
 // a fake SockJS: live transactions are sampled (recovered ones never), measured by the
-// server's clock from "authed" (here 5 s ahead of this one), batched into one message.
+// server's clock from "authed" and heartbeats (here 5 s ahead of this one), batched into one message.
 globalThis.window = { addEventListener() {}, removeEventListener() {} };
 globalThis.navigator = { onLine: true };
 const sent = [];
@@ -10,7 +10,7 @@ globalThis.SockJS = class { constructor(url) { sock = this; this.readyState = 1;
 globalThis.fetch = async () => ({ ok: true, json: async () => ({ token: "tok", url: "http://x/sync" }) });
 const { SyncClient } = await import(new URL("../../portal/static/sync/syncclient.js", import.meta.url));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const c = new SyncClient({ topics: () => ["t"], heartbeatTimeout: 100000, latencySampleMs: 1, latencyBatch: 2 });
+const c = new SyncClient({ topics: () => ["t"], heartbeatTimeout: 100000, latencySampleMs: 0, latencyBatch: 2 });
 c.subscribe("t", { since: 0, onEvents: () => {} });
 c.start();
 await sleep(20);
@@ -18,7 +18,11 @@ const msg = (m) => sock.onmessage({ data: JSON.stringify(m) });
 const SKEW = 5000; // the server's clock runs 5 s ahead of this one
 const committed = (agoMs) => new Date(Date.now() + SKEW - agoMs).toISOString();
 msg({ type: "events", topic: "t", events: [{ tpos: 1, tx_last: true, committed_at: committed(30) }] }); // before authed: no clock
-msg({ type: "authed", user: "a", expires_in: 300, server_time: (Date.now() + SKEW) / 1000 });
+// authed came 20 ms late (as through a browser's XHR handover); a heartbeat came at once:
+// the client goes by the fastest.
+msg({ type: "authed", user: "a", expires_in: 300, server_time: (Date.now() + SKEW - 20) / 1000 });
+msg({ type: "heartbeat", pos: 1, time: (Date.now() + SKEW) / 1000 });
+msg({ type: "heartbeat", pos: 1, time: (Date.now() + SKEW - 30) / 1000 });
 msg({ type: "recovered", topic: "t", events: [{ tpos: 2, tx_last: true, committed_at: committed(60000) }] });
 await sleep(3);
 msg({ type: "events", topic: "t", events: [{ tpos: 3, tx_last: true, committed_at: committed(30) }] });

@@ -35,8 +35,9 @@ export function commitTimeMs(text) {
 }
 
 export class SyncClient {
-  // latencySampleMs: at most one latency sample per this many ms (0: none); the samples
-  // go out latencyBatch at a time, or latencyFlushMs after the first of a batch.
+  // latencySampleMs: at most one latency sample per this many ms (0: every live
+  // transaction; null: none); the samples go out latencyBatch at a time, or
+  // latencyFlushMs after the first of a batch.
   constructor({ sockjsUrl, tokenUrl = "/api/sync/token/", topics, transports, csrfToken,
                 minDelay = 500, maxDelay = 30000, heartbeatTimeout = 3.5 * HEARTBEAT_MS,
                 latencySampleMs = 1000, latencyBatch = 10, latencyFlushMs = 10000 } = {}) {
@@ -63,7 +64,8 @@ export class SyncClient {
     this.latencySampleMs = latencySampleMs;
     this.latencyBatch = Math.min(LATENCY_MAX_BATCH, Math.max(1, latencyBatch));
     this.latencyFlushMs = latencyFlushMs;
-    this.clockOffset = null; // server clock - this clock, ms (from "authed"); null: unknown
+    this.clockOffset = null; // server clock - this clock, ms; null: unknown (see _clock)
+    this.clockSeen = []; // the latest estimates of it (server time - arrival time), ms
     this.samples = []; // latency samples (ms) not sent yet
     this.lastSample = -Infinity;
     this.latencyTimer = null;
@@ -247,9 +249,7 @@ export class SyncClient {
   // "authed" says how long the token lives by the server's clock: renew over this open
   // connection well before then (subscriptions carry on; nothing is resent).
   _authed(msg) {
-    // The server's clock at this moment (within this message's one-way delay): what
-    // commit times, stamped by the database, are compared with.
-    if (typeof msg.server_time === "number") this.clockOffset = msg.server_time * 1000 - wallNow();
+    this._clock(msg.server_time);
     const grant = this.sentGrant || this.grant;
     clearTimeout(this.renewTimer);
     if (!grant || typeof msg.expires_in !== "number") return;
@@ -342,8 +342,24 @@ export class SyncClient {
           if (this.sock) this.sock.close();
         }
         break;
-      default: // heartbeat, pong: the watchdog already noted that the server is alive
+      case "heartbeat":
+        this._clock(msg.time);
+        break;
+      default: // pong: the watchdog already noted that the server is alive
     }
+  }
+
+  // The server's clock, which commit times (stamped by the database) are compared with.
+  // A message stamped with the server's time arrives a one-way delay later, so server
+  // time - arrival time underestimates the offset by that delay: the largest of the
+  // latest estimates (authed, then a heartbeat a second) is the one that came fastest.
+  // That matters where a transport holds messages back (a browser hands XHR-streamed
+  // bytes over at most every 50 ms): some heartbeat lands right after a handover.
+  _clock(serverTime) {
+    if (typeof serverTime !== "number" || !Number.isFinite(serverTime)) return;
+    this.clockSeen.push(serverTime * 1000 - wallNow());
+    if (this.clockSeen.length > 60) this.clockSeen.shift(); // a minute: clocks drift and get adjusted
+    this.clockOffset = Math.max(...this.clockSeen);
   }
 
   // Drop what was already applied (tpos <= last), then hand over whole transactions:
@@ -382,9 +398,11 @@ export class SyncClient {
 
   // One sample per latencySampleMs at most: commit -> applied (onEvents returned, the page
   // updated), by the server's clock. Cheap: a clock read per transaction, and the parse
-  // only for the sampled one.
+  // only for the sampled one. The sample is the first transaction applied after the
+  // interval: when a transport hands over several at once (a browser's XHR delivers
+  // streamed bytes at most every 50 ms), the oldest of them, so the figure errs high.
   _sample(event) {
-    if (!this.latencySampleMs || this.clockOffset === null) return;
+    if (this.latencySampleMs === null || !(this.latencySampleMs >= 0) || this.clockOffset === null) return;
     const now = wallNow();
     if (now - this.lastSample < this.latencySampleMs) return;
     const committed = commitTimeMs(event.committed_at);
