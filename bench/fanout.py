@@ -1,5 +1,11 @@
 """Figure 5: fan-out of one topic from one server process to many websocket subscribers.
 
+At saturation (issue 17): each server gets a stepped series of offered loads (deliveries/s
+= subscribers x events/s) on the same open connections, until a step misses (p99 over
+50 ms, anything lost, or fewer than 90% of the offered deliveries/s); its figure is the
+highest step it sustained (`sustained`). The load clients share the machine's cores with
+the server, so the ceiling they find is the pair's, the same for both servers.
+
 The same node `ws` clients (bench/peers/sockjs_node/clients.js, a few processes holding
 many connections each) subscribe to our sync server and to the sockjs-node peer; both get
 the same event rate, with messages of the same byte size. Deliveries/s = events received
@@ -24,11 +30,14 @@ from bench.writer import paced_write
 log = logging.getLogger(__name__)
 
 PER_PROCESS = 2500  # connections per client process (each needs an fd per connection)
+MIN_PROCESSES = 2
 
 
 def open_clients(name: str, url: str, n: int, *, token: str, topic: str, origin: str, since: int = 0,
                  sample: int = 50000, timeout: float = 180) -> list[procs.Process]:
-    k = max(1, math.ceil(n / PER_PROCESS))
+    # At least two processes: one node process parses ~100k messages/s, less than either
+    # server sends to 1,000 subscribers, and the load client must not be the ceiling found.
+    k = max(MIN_PROCESSES if n >= 100 else 1, math.ceil(n / PER_PROCESS))
     clients = []
     for i in range(k):
         share = n // k + (1 if i < n % k else 0)
@@ -95,6 +104,92 @@ def ours(ctx: Ctx, *, subscribers: int, rate: float, duration: float) -> dict:
     finally:
         close_clients(clients)
     return {"subscribers": subscribers, "rate": rate, "offered_deliveries_per_s": subscribers * rate, **result}
+
+
+P99_LIMIT_MS = 50.0
+
+
+def step_ok(step: dict, limit_ms: float = P99_LIMIT_MS) -> bool:
+    """A step is sustained: every delivery arrived, at >= 90% of the offered rate, p99 within the limit.
+
+    >>> step_ok({"p99_ms": 20, "lost": 0, "deliveries_per_s": 95_000, "offered_deliveries_per_s": 100_000})
+    True
+    >>> step_ok({"p99_ms": 60, "lost": 0, "deliveries_per_s": 95_000, "offered_deliveries_per_s": 100_000})
+    False
+    """
+    p99, delivered = step.get("p99_ms"), step.get("deliveries_per_s")
+    return (p99 is not None and p99 <= limit_ms and not step.get("lost") and not step.get("error")
+            and delivered is not None and delivered >= 0.9 * step["offered_deliveries_per_s"])
+
+
+def sustained(steps: list[dict], limit_ms: float = P99_LIMIT_MS) -> dict | None:
+    """The sustained step with the most deliveries/s, or None."""
+    return max((s for s in steps if step_ok(s, limit_ms)), key=lambda s: s["deliveries_per_s"], default=None)
+
+
+def search(run_step, subscribers: int, levels: list[float], budget_s: float) -> dict:
+    """Offer each level (deliveries/s) in turn through run_step(rate) until one misses or the
+    time budget is spent; {"steps": [...], "best": the sustained step or None}."""
+    steps, started = [], time.monotonic()
+    for level in levels:
+        if time.monotonic() - started > budget_s:
+            break
+        rate = round(level / subscribers, 2)
+        try:
+            step = run_step(rate)
+        except (TimeoutError, RuntimeError, OSError) as exc:
+            steps.append({"offered_deliveries_per_s": level, "rate": rate, "error": str(exc)[:300]})
+            break
+        step["offered_deliveries_per_s"] = level
+        steps.append(step)
+        log.info("fan-out %d subs, offered %d/s: delivered %s/s, p99 %s ms, lost %s", subscribers, level,
+                 step.get("deliveries_per_s"), step.get("p99_ms"), step.get("lost"))
+        if not step_ok(step):
+            break
+    return {"subscribers": subscribers, "steps": steps, "best": sustained(steps)}
+
+
+def ours_saturation(ctx: Ctx, *, subscribers: int, levels: list[float], duration: float, budget_s: float) -> dict:
+    """Our sync server: the same subscribers through every step; rows written at each rate."""
+    topic = ctx.topic(0)
+    url = ctx.sync_url.replace("http://", "ws://") + "/websocket"
+    clients = open_clients("fan-ours", url, subscribers, token=ctx.token([topic]), topic=topic, origin=ctx.origin,
+                           since=topic_tpos(ctx.url, topic))
+
+    def run_step(rate: float) -> dict:
+        for c in clients:
+            c.send("reset")
+        w = paced_write(ctx.url, checklist_id=ctx.checklists[0], rate=rate, duration=duration,
+                        synchronous_commit=False)
+        result = collect(clients, subscribers * len(w["commits"]), settle=3, max_wait=duration + 10)
+        return {"rate": rate, "achieved_rate": round(w["achieved_rate"], 1), **result}
+
+    try:
+        return search(run_step, subscribers, levels, budget_s)
+    finally:
+        close_clients(clients)
+
+
+def peer_saturation(port: int, *, subscribers: int, levels: list[float], duration: float, size: int,
+                    budget_s: float) -> dict:
+    topic = "checklist:1"
+    clients = open_clients("fan-peer", f"ws://127.0.0.1:{port}/sync/websocket", subscribers, token="peer",
+                           topic=topic, origin="http://127.0.0.1")
+
+    def run_step(rate: float) -> dict:
+        for c in clients:
+            c.send("reset")
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/fire?rate={rate}&duration={duration}&size={size}"
+                                     f"&topic={topic}", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+        time.sleep(duration)
+        result = collect(clients, subscribers * int(round(rate * duration)), settle=3, max_wait=10)
+        return {"rate": rate, "message_bytes": size, **result}
+
+    try:
+        return search(run_step, subscribers, levels, budget_s)
+    finally:
+        close_clients(clients)
 
 
 def start_peer() -> tuple[procs.Process, int]:

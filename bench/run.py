@@ -29,7 +29,10 @@ OUT = Path(__file__).resolve().parent / "results"
 CAVEAT = ("Measured on a shared 2-CPU machine: PostgreSQL, the daemons, the load clients and the peers all share "
           "the same 2 cores, and other engineers' test runs may have overlapped this run; treat the figures as "
           "noisy lower bounds for our components, and compare ours with the peers only within this run.")
-OFFERED_DELIVERIES = 120_000  # per second, above the 100k/s target
+# Fan-out at saturation: offered deliveries/s, stepped until a server misses (bench.fanout).
+FANOUT_LEVELS = [50_000, 100_000, 150_000, 200_000, 300_000, 400_000, 600_000]
+FANOUT_LEVELS_QUICK = [50_000, 100_000, 200_000]
+FANOUT_BUDGET_S = 150  # per server and size
 PHASES = ("relay_bench", "peers", "latency", "page", "throughput", "faults", "resume", "fanout", "connections", "sockjs_peer")
 
 
@@ -169,15 +172,15 @@ class Run:
         self.ensure_stack()
         out = {}
         for n in self.sizes_fanout():
-            rate = self.fanout_rate(n)
-            out[str(n)] = fanout.ours(self.ctx, subscribers=n, rate=rate, duration=self.ctx.scale(4, 2))
+            out[str(n)] = fanout.ours_saturation(self.ctx, subscribers=n, levels=self.fanout_levels(),
+                                                 duration=self.ctx.scale(4, 2), budget_s=FANOUT_BUDGET_S)
         self.raw["fanout_ours"] = out
 
     def sizes_fanout(self) -> list[int]:
-        return [200, 1000] if self.quick else [1000, 5000]
+        return [1000] if self.quick else [1000, 5000]
 
-    def fanout_rate(self, n: int) -> float:
-        return round(OFFERED_DELIVERIES / n, 1)  # same offered deliveries/s at every size
+    def fanout_levels(self) -> list[float]:
+        return FANOUT_LEVELS_QUICK if self.quick else FANOUT_LEVELS
 
     def sizes_conn(self) -> list[int]:
         from bench.connections import fd_limit
@@ -201,10 +204,11 @@ class Run:
         stop_stack(self.ctx)  # the peer gets the machine to itself, as ours did
         d, port = fanout.start_peer()
         try:
-            size = int((self.raw.get("fanout_ours", {}).get(str(self.sizes_fanout()[0]), {})
-                        .get("bytes_per_event")) or 200)
-            self.raw["fanout_peer"] = {str(n): fanout.peer(port, subscribers=n, rate=self.fanout_rate(n),
-                                                           duration=self.ctx.scale(4, 2), size=size)
+            first = (self.raw.get("fanout_ours", {}).get(str(self.sizes_fanout()[0])) or {}).get("steps") or [{}]
+            size = int(first[0].get("bytes_per_event") or 200)  # the peer's messages as large as ours
+            self.raw["fanout_peer"] = {str(n): fanout.peer_saturation(port, subscribers=n, levels=self.fanout_levels(),
+                                                                      duration=self.ctx.scale(4, 2), size=size,
+                                                                      budget_s=FANOUT_BUDGET_S)
                                        for n in self.sizes_fanout()}
             d.stop()
             d, port = fanout.start_peer()  # fresh process: its RSS baseline is not inflated by fan-out
