@@ -150,7 +150,8 @@ def _steps_text(search: dict) -> str | None:
     if not steps:
         return None
     return " · ".join(f"{int(s['offered_deliveries_per_s']) // 1000}k: " + (
-        f"{s.get('p99_ms')} ms/{s.get('lost')} lost" if not s.get("error") else "error") for s in steps)
+        f"{s.get('p99_ms')} ms/{s.get('lost')} lost/{s.get('server_cpu_us_per_delivery')} µs CPU"
+        if not s.get("error") else "error") for s in steps)
 
 
 def fanout(raw: dict) -> dict:
@@ -169,7 +170,8 @@ def fanout(raw: dict) -> dict:
         rows.append(_row(f"5. Fan-out at saturation, {int(n):,} subscribers: highest deliveries/s with p99 <= "
                          f"{P99_LIMIT_MS:g} ms, nothing lost (peer: sockjs-node; ours/peer {ratio})", od, pd,
                          ">= 1.5x sockjs-node", met))
-        rows.append(_row(f"5. Fan-out {int(n):,} subscribers, each step offered: p99 / lost", _steps_text(o),
+        rows.append(_row(f"5. Fan-out {int(n):,} subscribers, each step offered: p99 / lost / server CPU per delivery",
+                         _steps_text(o),
                          _steps_text(p), "n/a", None))
         if int(n) == 1000:
             o100, p100 = _step_at(o, 100_000), _step_at(p, 100_000)

@@ -208,7 +208,7 @@ class Run:
             size = int(first[0].get("bytes_per_event") or 200)  # the peer's messages as large as ours
             self.raw["fanout_peer"] = {str(n): fanout.peer_saturation(port, subscribers=n, levels=self.fanout_levels(),
                                                                       duration=self.ctx.scale(4, 2), size=size,
-                                                                      budget_s=FANOUT_BUDGET_S)
+                                                                      budget_s=FANOUT_BUDGET_S, pid=d.pid)
                                        for n in self.sizes_fanout()}
             d.stop()
             d, port = fanout.start_peer()  # fresh process: its RSS baseline is not inflated by fan-out

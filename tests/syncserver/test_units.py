@@ -59,6 +59,23 @@ def test_latency_reports_parse_and_admit_only_bounded_values_at_a_bounded_rate()
     assert len(kept) <= pagelatency.BURST + 1 and over_rate >= 1000 - pagelatency.BURST - 1
 
 
+def test_a_topic_spaces_its_flushes_only_while_they_take_half_the_loop_or_more():
+    from syncserver.hub import spacing
+
+    duty, window = 0.0, 0.0
+    for _ in range(3000):  # a topic with few subscribers: 0.5 ms flushes at 1,000 tx/s
+        duty, window = spacing(duty, 0.001, 0.0005, 0.0)
+    assert duty == pytest.approx(0.5, abs=0.05)
+    duty, window = 0.0, 0.0
+    for _ in range(3000):  # 0.2 ms flushes at 1,000 tx/s: each transaction goes at once
+        duty, window = spacing(duty, 0.001, 0.0002, 0.0)
+    assert window == 0.0
+    for _ in range(100):  # thousands of subscribers: 30 ms flushes back to back
+        duty, window = spacing(duty, 0.03, 0.03, 0.0)
+    assert window == 0.03
+    assert spacing(5.0, 1e9, 0.001, 0.002) == (0.002, 0.002)  # long quiet: forgotten
+
+
 def test_parse_rejects_json_nested_beyond_the_parser_as_bad_json():
     with pytest.raises(protocol.ProtocolError) as exc:
         protocol.parse("[" * 5000, 16384)
