@@ -46,6 +46,31 @@ def writer_overhead(raw: dict) -> dict:
     return {"rows": rows, "ours": ours, "seed": seed}
 
 
+def capture(raw: dict) -> dict:
+    """Instructions a writer pays for capture (bench.writer_cost), before and after."""
+    c = raw.get("capture") or {}
+    if not c:
+        return {"rows": []}
+    added, base = c.get("capture_instructions_per_tx") or {}, c.get("base")
+    before = f"; before ({base}): {added['ours_before']:,}" if added.get("ours_before") is not None else ""
+    ours, ref = added.get("ours"), added.get("reference_trigger")
+    ratio = round(ours / ref, 2) if ours and ref else None
+    rows = [_row(f"0. Capture's added instructions per single-row insert transaction (peer: reference row trigger{before})",
+                 ours, ref, "<= ~173k (the issue's 1.15x of its reference)", None if ours is None else ours <= 173_000),
+            _row("0. Capture / reference ratio", ratio, None, "<= 1.15", None if ratio is None else ratio <= 1.15)]
+    for kind, key in (("INSERT", "bulk_insert_per_row"), ("UPDATE", "bulk_update_per_row")):
+        d = c.get(key) or {}
+        if not d.get("no_capture"):
+            continue
+        share = round(100 * d["no_capture"] / d["ours"], 1) if d.get("ours") else None
+        ref_share = round(100 * d["no_capture"] / d["reference_trigger"], 1) if d.get("reference_trigger") else None
+        was = f"; before: {d['ours_before']:,}" if d.get("ours_before") is not None else ""
+        rows.append(_row(f"0. {c.get('rows', 10000):,}-row {kind}: instructions per row, no capture {d['no_capture']:,}"
+                         f"; ours {d.get('ours'):,}{was} (ours: % of bare rows/s; peer: reference's)",
+                         share, ref_share, ">= 70% of bare rows/s", None if share is None else share >= 70))
+    return {"rows": rows, "measured": c}
+
+
 def relay_drain(raw: dict) -> dict:
     rb = raw.get("relay_bench") or {}
     drain = rb.get("drain") or {}
@@ -239,7 +264,7 @@ def faults(raw: dict) -> dict:
 
 def build(raw: dict, quick: bool = False) -> dict:
     figs = {
-        "writer_overhead": writer_overhead(raw), "relay_drain": relay_drain(raw), "latency": latency(raw),
+        "capture": capture(raw), "writer_overhead": writer_overhead(raw), "relay_drain": relay_drain(raw), "latency": latency(raw),
         "throughput": throughput(raw), "fanout": fanout(raw), "connections": connections(raw),
         "resume": resume(raw), "faults": faults(raw),
     }

@@ -29,11 +29,14 @@ OUT = Path(__file__).resolve().parent / "results"
 CAVEAT = ("Measured on a shared 2-CPU machine: PostgreSQL, the daemons, the load clients and the peers all share "
           "the same 2 cores, and other engineers' test runs may have overlapped this run; treat the figures as "
           "noisy lower bounds for our components, and compare ours with the peers only within this run.")
+# The last revision before issue 16's capture work: the "before" of the capture figures.
+CAPTURE_BASE = "dc207c9"
 # Fan-out at saturation: offered deliveries/s, stepped until a server misses (bench.fanout).
 FANOUT_LEVELS = [50_000, 100_000, 150_000, 200_000, 300_000, 400_000, 600_000]
 FANOUT_LEVELS_QUICK = [50_000, 100_000, 200_000]
 FANOUT_BUDGET_S = 150  # per server and size
-PHASES = ("relay_bench", "peers", "latency", "page", "throughput", "faults", "resume", "fanout", "connections", "sockjs_peer")
+PHASES = ("capture", "relay_bench", "peers", "latency", "page", "throughput", "faults", "resume", "fanout", "connections",
+          "sockjs_peer")
 
 
 class Run:
@@ -65,6 +68,22 @@ class Run:
             log.info("   %s took %.1f s", name, time.monotonic() - t0)
 
     # ------------------------------------------------------------- phases
+
+    def capture(self) -> None:
+        """What capture costs a writer, in instructions (valgrind: the machine's load does not
+        matter), this code against CAPTURE_BASE's when the clone has that revision."""
+        import shutil
+        import subprocess
+
+        from bench import writer_cost
+
+        if shutil.which("valgrind") is None:
+            raise RuntimeError("valgrind is not installed (apt-get install valgrind)")
+        known = subprocess.run(["git", "cat-file", "-e", f"{CAPTURE_BASE}^{{commit}}"], cwd=OUT.parent.parent,
+                               capture_output=True).returncode == 0
+        self.raw["capture"] = writer_cost.measure(inserts=int(self.ctx.scale(2000, 300)),
+                                                  rows=int(self.ctx.scale(10_000, 2000)),
+                                                  base=CAPTURE_BASE if known else None)
 
     def relay_bench(self) -> None:
         from psycopg.conninfo import conninfo_to_dict

@@ -14,6 +14,10 @@ from typing import Callable
 import psycopg
 
 ITEM_SQL = "INSERT INTO {table} (checklist_id, text, done, position, version) VALUES (%s, %s, false, 0, 1)"
+# Several rows in one statement (each still captured by its own row trigger): the load
+# generator's own CPU, on the machine it measures, is then a fraction of executemany's.
+ITEMS_SQL = ("INSERT INTO {table} (checklist_id, text, done, position, version)"
+             " SELECT %s, t, false, 0, 1 FROM unnest(%s::text[]) WITH ORDINALITY AS r(t, n) ORDER BY n")
 
 
 def paced_write(url: str, *, checklist_id: int, rate: float, duration: float, per_tx: int = 1,
@@ -29,6 +33,7 @@ def paced_write(url: str, *, checklist_id: int, rate: float, duration: float, pe
     """
     commits: dict[int, float] = {}
     sql = ITEM_SQL.format(table=table)
+    many_sql = ITEMS_SQL.format(table=table)
     total = int(rate * duration)
     seq = start_seq
     with psycopg.connect(url, autocommit=False) as conn:
@@ -44,8 +49,10 @@ def paced_write(url: str, *, checklist_id: int, rate: float, duration: float, pe
             n = min(per_tx, total - written)
             seqs = list(range(seq, seq + n))
             texts = [f"b:{s}:{time.time() * 1000:.3f}" for s in seqs]
-            with conn.cursor() as cur:
-                cur.executemany(sql, [(checklist_id, t) for t in texts])
+            if n == 1:
+                conn.execute(sql, (checklist_id, texts[0]))
+            else:
+                conn.execute(many_sql, (checklist_id, texts))
             conn.commit()
             now = time.time()
             for s in seqs:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
-from syncserver import metrics
+from syncserver import dbreads, metrics
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,13 @@ class DatabaseAuthority:
     async def _query(self, keys: list[tuple[int, str]]) -> dict[int, Grant]:
         self.queries += 1
         metrics.GRANT_QUERIES.inc()
-        async with self.pool.connection(timeout=10) as conn:
+        async def work(conn):
             cur = await conn.execute(_GRANTS, ([u for u, _ in keys], [t for _, t in keys]))
-            rows = await cur.fetchall()
+            found = await cur.fetchall()
             await conn.rollback()
+            return found
+
+        rows = await dbreads.read(self.pool, work)
         return {int(i) - 1: Grant(None if floor is None else int(floor)) for i, floor in rows}
 
 

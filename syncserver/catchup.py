@@ -12,6 +12,7 @@ import logging
 from psycopg_pool import AsyncConnectionPool
 
 from outbox_relay import envelope
+from syncserver import dbreads
 from syncserver.hub import CatchUpResult
 from syncserver.redaction import for_browsers
 
@@ -30,7 +31,8 @@ _LATEST = "SELECT tpos FROM outbox_topic WHERE topic = %s"
 class OutboxCatchUp:
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 4):
         self.pool = AsyncConnectionPool(dsn, min_size=min_size, max_size=max_size, open=False,
-                                        kwargs={"autocommit": False}, name="syncserver-catchup")
+                                        kwargs={"autocommit": False, "application_name": "syncserver"},
+                                        name="syncserver-catchup")
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -39,14 +41,16 @@ class OutboxCatchUp:
         await self.pool.close()
 
     async def read(self, topic: str, since: int, limit: int) -> CatchUpResult:
-        async with self.pool.connection(timeout=10) as conn:
+        async def work(conn):
             async with conn.transaction():
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 cur = await conn.execute(_LATEST, (topic,))
                 row = await cur.fetchone()
                 latest = int(row[0]) if row else 0
                 cur = await conn.execute(_EVENTS, (topic, since, limit))
-                rows = await cur.fetchall()
+                return latest, await cur.fetchall()
+
+        latest, rows = await dbreads.read(self.pool, work)
         return CatchUpResult(events=[for_browsers(envelope.decode(r[0].encode())) for r in rows], latest=latest)
 
     async def ping(self) -> bool:

@@ -44,6 +44,9 @@ def _STEP(offered, p99, lost=0):
 
 
 RAW = {
+    "capture": {"rows": 10000, "base": "abc1234",
+                "capture_instructions_per_tx": {"ours": 170000, "reference_trigger": 150000, "ours_before": 250000},
+                "bulk_insert_per_row": {"no_capture": 16000, "ours": 160000, "reference_trigger": 150000}},
     "relay_bench": {"drain": {"events_per_s": 60000, "insert_commit_per_s": 10000},
                     "writer_overhead": {"1": {"plain_tps": 1000, "capture_tps": 950},
                                         "8": {"plain_tps": 4000, "capture_tps": 3000}}},
@@ -86,6 +89,10 @@ def test_the_fanout_search_stops_after_two_missed_steps_and_keeps_the_best():
 
 def test_targets_are_judged_from_measurements():
     figs = figures.build(RAW)
+    assert _met(figs, "0. Capture's") == [True]                 # 170k <= 173k
+    assert _met(figs, "0. Capture / reference") == [True]       # 1.13
+    assert _met(figs, "0. 10,000-row INSERT") == [False]        # 10% of bare rows/s
+    assert "before (abc1234): 250,000" in figures.build(RAW)["capture"]["rows"][0]["figure"]
     assert _met(figs, "1. Writer overhead, 1 ") == [True]
     assert _met(figs, "1. Writer overhead, 8 ") == [False]      # 25% lost
     assert _met(figs, "1. Writer overhead, 32 ") == [None]      # not measured

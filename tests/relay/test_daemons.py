@@ -224,6 +224,26 @@ def test_lost_messages_are_repaired_on_gap_and_on_heartbeat(stack, collectors):
     assert [e.topic for e in sub.events[2:5]] == ["t:lost"] * 3
 
 
+def test_a_burst_larger_than_one_drain_arrives_whole_from_the_stream(stack, collectors):
+    """The subscriber reads messages already queued without awaiting each (up to
+    DRAIN_AT_MOST per turn): a burst of several drains' worth, in one transaction, arrives
+    exactly once and in order from the stream itself, with no repair from the outbox."""
+    from outbox_relay.subscriber import DRAIN_AT_MOST
+
+    stack.start_broker()
+    stack.start_relay()
+    start = relay_state(stack.database_url)[0]
+    sub = collectors(broker_url=stack.backend, dsn=stack.database_url, after_pos=start, heartbeat_timeout=5)
+    emit(stack.database_url, 1)
+    sub.wait_for_pos(start + 1)
+    repairs = sub.sub.catch_ups
+    burst = 2 * DRAIN_AT_MOST + 7
+    emit(stack.database_url, burst, per_tx=burst)
+    sub.wait_for_pos(start + 1 + burst)
+    assert_exactly_once_in_order(sub, start + 1, start + 1 + burst)
+    assert sub.sub.catch_ups == repairs
+
+
 @pytest.mark.parametrize("module, env", [
     ("outbox_relay", {"OUTBOX_RELAY_BATCH_SIZE": "many"}),
     ("outbox_relay", {"OUTBOX_RELAY_POLL_INTERVAL": "0"}),

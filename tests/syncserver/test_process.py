@@ -9,6 +9,7 @@ import os
 import subprocess
 import time
 
+import psycopg
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
@@ -38,6 +39,15 @@ def _write(fn):
         finally:
             connection.close()
     return asyncio.to_thread(run)
+
+
+def _wait_sequenced(url: str, topic: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while conn.execute("SELECT count(*) FROM outbox WHERE topic = %s AND pos IS NULL", (topic,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the relay did not sequence {topic} within {timeout} s")
+            time.sleep(0.02)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -74,6 +84,10 @@ def _end_to_end(cluster: Cluster) -> None:
             return checklist
         checklist = await _write(new_list)
         topic = checklist_topic(checklist.pk)
+        # Until the relay has sequenced the list and its membership, a subscribe is rightly
+        # answered resync ("membership not sequenced yet"); a client would retry, this test
+        # waits (it failed about once in a few runs when the subscribe came first).
+        await asyncio.to_thread(_wait_sequenced, cluster.database_url, topic)
         clients = [await connect("rawwebsocket", sockjs_url), await connect("xhr_streaming", sockjs_url, ORIGIN)]
         for c in clients:
             await c.auth(token([topic], user_id=user.pk))
