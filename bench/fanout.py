@@ -93,22 +93,8 @@ def collect(clients: list[procs.Process], expected: int, settle: float, max_wait
             **summarize_ms(lat)}
 
 
-def ours(ctx: Ctx, *, subscribers: int, rate: float, duration: float) -> dict:
-    topic = ctx.topic(0)
-    url = ctx.sync_url.replace("http://", "ws://") + "/websocket"
-    clients = open_clients("fan-ours", url, subscribers, token=ctx.token([topic]), topic=topic, origin=ctx.origin,
-                           since=topic_tpos(ctx.url, topic))
-    try:
-        for c in clients:
-            c.send("reset")
-        w = paced_write(ctx.url, checklist_id=ctx.checklists[0], rate=rate, duration=duration)
-        result = collect(clients, subscribers * len(w["commits"]), settle=5)
-    finally:
-        close_clients(clients)
-    return {"subscribers": subscribers, "rate": rate, "offered_deliveries_per_s": subscribers * rate, **result}
-
-
 P99_LIMIT_MS = 50.0
+WARMUP_S = 1.0  # an unrecorded first step on fresh connections, the same for both servers
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -125,9 +111,9 @@ def cpu_seconds(pid: int | None) -> float | None:
 def with_cpu(pid: int | None, run_step):
     """run_step, each step also saying the server's CPU microseconds per delivery: a figure
     that other load on a shared machine slows less than it slows latency."""
-    def step(rate: float) -> dict:
+    def step(rate: float, seconds: float | None) -> dict:
         before = cpu_seconds(pid)
-        result = run_step(rate)
+        result = run_step(rate, seconds)
         after = cpu_seconds(pid)
         if before is not None and after is not None and result.get("received"):
             result["server_cpu_s"] = round(after - before, 3)
@@ -154,17 +140,25 @@ def sustained(steps: list[dict], limit_ms: float = P99_LIMIT_MS) -> dict | None:
     return max((s for s in steps if step_ok(s, limit_ms)), key=lambda s: s["deliveries_per_s"], default=None)
 
 
-def search(run_step, subscribers: int, levels: list[float], budget_s: float, misses: int = 2) -> dict:
+def search(run_step, subscribers: int, levels: list[float], budget_s: float, misses: int = 2,
+           warmup: float = 0.0) -> dict:
     """Offer each level (deliveries/s) in turn through run_step(rate) until `misses` steps in a
     row miss (one slow moment of a shared machine does not end the search) or the time
-    budget is spent; {"steps": [...], "best": the sustained step or None}."""
+    budget is spent; {"steps": [...], "best": the sustained step or None}. run_step(rate, duration)
+    runs one step; with `warmup` s, a first step at the lowest level goes unrecorded."""
     steps, started, missed = [], time.monotonic(), 0
+    if warmup and levels:
+        # Connections just opened: let the first collections and caches settle, unrecorded.
+        try:
+            run_step(round(levels[0] / subscribers, 2), warmup)
+        except (TimeoutError, RuntimeError, OSError) as exc:
+            log.warning("fan-out warm-up failed: %s", exc)
     for level in levels:
         if time.monotonic() - started > budget_s:
             break
         rate = round(level / subscribers, 2)
         try:
-            step = run_step(rate)
+            step = run_step(rate, None)
         except (TimeoutError, RuntimeError, OSError) as exc:
             steps.append({"offered_deliveries_per_s": level, "rate": rate, "error": str(exc)[:300]})
             break
@@ -185,16 +179,17 @@ def ours_saturation(ctx: Ctx, *, subscribers: int, levels: list[float], duration
     clients = open_clients("fan-ours", url, subscribers, token=ctx.token([topic]), topic=topic, origin=ctx.origin,
                            since=topic_tpos(ctx.url, topic))
 
-    def run_step(rate: float) -> dict:
+    def run_step(rate: float, seconds: float | None) -> dict:
         for c in clients:
             c.send("reset")
-        w = paced_write(ctx.url, checklist_id=ctx.checklists[0], rate=rate, duration=duration,
+        w = paced_write(ctx.url, checklist_id=ctx.checklists[0], rate=rate, duration=seconds or duration,
                         synchronous_commit=False)
         result = collect(clients, subscribers * len(w["commits"]), settle=3, max_wait=duration + 10)
         return {"rate": rate, "achieved_rate": round(w["achieved_rate"], 1), **result}
 
     try:
-        return search(with_cpu(ctx.stack.pids().get("syncserver"), run_step), subscribers, levels, budget_s)
+        return search(with_cpu(ctx.stack.pids().get("syncserver"), run_step), subscribers, levels, budget_s,
+                      warmup=WARMUP_S)
     finally:
         close_clients(clients)
 
@@ -205,18 +200,19 @@ def peer_saturation(port: int, *, subscribers: int, levels: list[float], duratio
     clients = open_clients("fan-peer", f"ws://127.0.0.1:{port}/sync/websocket", subscribers, token="peer",
                            topic=topic, origin="http://127.0.0.1")
 
-    def run_step(rate: float) -> dict:
+    def run_step(rate: float, seconds: float | None) -> dict:
         for c in clients:
             c.send("reset")
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/fire?rate={rate}&duration={duration}&size={size}"
+        d = seconds or duration
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/fire?rate={rate}&duration={d}&size={size}"
                                      f"&topic={topic}", method="POST")
         urllib.request.urlopen(req, timeout=10).read()
-        time.sleep(duration)
-        result = collect(clients, subscribers * int(round(rate * duration)), settle=3, max_wait=10)
+        time.sleep(d)
+        result = collect(clients, subscribers * int(round(rate * d)), settle=3, max_wait=10)
         return {"rate": rate, "message_bytes": size, **result}
 
     try:
-        return search(with_cpu(pid, run_step), subscribers, levels, budget_s)
+        return search(with_cpu(pid, run_step), subscribers, levels, budget_s, warmup=WARMUP_S)
     finally:
         close_clients(clients)
 
@@ -226,24 +222,6 @@ def start_peer() -> tuple[procs.Process, int]:
     d = procs.start("sockjs-node", ["node", str(procs.NODE_DIR / "server.js"), str(port)])
     d.wait_for_line("ready", 20)
     return d, port
-
-
-def peer(port: int, *, subscribers: int, rate: float, duration: float, size: int) -> dict:
-    topic = "checklist:1"
-    clients = open_clients("fan-peer", f"ws://127.0.0.1:{port}/sync/websocket", subscribers, token="peer",
-                           topic=topic, origin="http://127.0.0.1")
-    try:
-        for c in clients:
-            c.send("reset")
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/fire?rate={rate}&duration={duration}&size={size}"
-                                     f"&topic={topic}", method="POST")
-        urllib.request.urlopen(req, timeout=10).read()
-        time.sleep(duration)
-        result = collect(clients, subscribers * int(round(rate * duration)), settle=5)
-    finally:
-        close_clients(clients)
-    return {"subscribers": subscribers, "rate": rate, "offered_deliveries_per_s": subscribers * rate,
-            "message_bytes": size, **result}
 
 
 def peer_stats(port: int) -> dict:

@@ -76,13 +76,13 @@ def test_the_fanout_search_stops_after_two_missed_steps_and_keeps_the_best():
 
     offered = []
 
-    def run_step(rate):
+    def run_step(rate, seconds):
         offered.append(rate)
         p99 = 10 if rate <= 100 else 90
         return {"deliveries_per_s": rate * 1000 * 0.99, "p99_ms": p99, "lost": 0}
 
-    result = fanout.search(run_step, 1000, [50_000, 100_000, 200_000, 400_000, 600_000], budget_s=60)
-    assert offered == [50, 100, 200, 400]  # stopped at the second miss in a row
+    result = fanout.search(run_step, 1000, [50_000, 100_000, 200_000, 400_000, 600_000], budget_s=60, warmup=1)
+    assert offered == [50, 50, 100, 200, 400]  # a warm-up, then up to the second miss in a row
     assert result["best"]["offered_deliveries_per_s"] == 100_000
     assert not fanout.step_ok({"p99_ms": 5, "lost": 1, "deliveries_per_s": 1, "offered_deliveries_per_s": 1})
 
