@@ -1,6 +1,6 @@
 """Paced writers: insert benchmark rows at a target rate and remember when each committed.
 
-Each row's text is "b:<seq>:<epoch ms before the insert>", so any receiver can tell which
+Each row's text is "b:<seq>:<epoch ms the insert was due>", so any receiver can tell which
 write it is and, without a shared table, roughly when it was sent; the exact commit time
 (epoch seconds right after COMMIT returned) is kept here and joined with the receiver's
 arrival times afterwards.
@@ -40,6 +40,7 @@ def paced_write(url: str, *, checklist_id: int, rate: float, duration: float, pe
         conn.execute(f"SET synchronous_commit = {'on' if synchronous_commit else 'off'}")
         conn.commit()
         t0 = time.monotonic()
+        wall0 = time.time()
         written = 0
         while written < total and not (stop and stop.is_set()):
             due = t0 + written / rate
@@ -48,7 +49,10 @@ def paced_write(url: str, *, checklist_id: int, rate: float, duration: float, pe
                 time.sleep(delay)
             n = min(per_tx, total - written)
             seqs = list(range(seq, seq + n))
-            texts = [f"b:{s}:{time.time() * 1000:.3f}" for s in seqs]
+            # When the row was due by the offered rate (a writer that falls behind shows
+            # it, as the sockjs-node peer's events do), never later than now.
+            stamp = min(time.time(), wall0 + written / rate) * 1000
+            texts = [f"b:{s}:{stamp:.3f}" for s in seqs]
             if n == 1:
                 conn.execute(sql, (checklist_id, texts[0]))
             else:
