@@ -1,5 +1,5 @@
 """A measuring browser stand-in, run as its own process: connects to a SockJS server over
-the raw websocket or xhr-streaming, authenticates, subscribes, and records when each
+the raw websocket, xhr-streaming, eventsource or xhr-polling, authenticates, subscribes, and records when each
 benchmark event arrives (its sequence number is in data.text as "b:<seq>:<epoch ms>").
 
     python -m bench.client --url http://127.0.0.1:8001/sync --transport websocket \
@@ -21,7 +21,8 @@ from stack.sockjs_client import connect
 
 # --transport names (the figures are keyed by them) -> stack.sockjs_client's: "websocket"
 # here is the raw WebSocket endpoint (/sync/websocket), as a lean browser client would use.
-TRANSPORTS = {"websocket": "rawwebsocket", "xhr-streaming": "xhr_streaming"}
+TRANSPORTS = {"websocket": "rawwebsocket", "xhr-streaming": "xhr_streaming", "eventsource": "eventsource",
+              "xhr-polling": "xhr"}
 
 
 class Recorder:
@@ -90,7 +91,8 @@ async def main_async(args) -> int:
         pass
     with open(args.out, "w") as f:
         json.dump({"recv": rec.recv, "order_ok": rec.order_ok, "first": rec.first, "last": rec.last,
-                   "kinds": rec.kinds, "error": rec.error, "t_subscribe": t_subscribe}, f)
+                   "kinds": rec.kinds, "error": rec.error, "t_subscribe": t_subscribe,
+                   "poll_seconds": list(getattr(client, "poll_seconds", ()))}, f)
     print(f"done {len(rec.recv)}", flush=True)
     watcher.cancel()
     client.abort()

@@ -1,5 +1,12 @@
 """Figure 5: fan-out of one topic from one server process to many websocket subscribers.
 
+At saturation (issue 17): each server gets a stepped series of offered loads (deliveries/s
+= subscribers x events/s) on the same open connections, until two steps in a row miss (p99
+over 50 ms, anything lost, or fewer than 90% of the offered deliveries/s); its figure is
+the highest step it sustained (`sustained`), and each step says the server's CPU time per
+delivery. The load clients share the machine's cores with
+the server, so the ceiling they find is the pair's, the same for both servers.
+
 The same node `ws` clients (bench/peers/sockjs_node/clients.js, a few processes holding
 many connections each) subscribe to our sync server and to the sockjs-node peer; both get
 the same event rate, with messages of the same byte size. Deliveries/s = events received
@@ -12,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 import urllib.request
 
@@ -24,11 +32,14 @@ from bench.writer import paced_write
 log = logging.getLogger(__name__)
 
 PER_PROCESS = 2500  # connections per client process (each needs an fd per connection)
+MIN_PROCESSES = 2
 
 
 def open_clients(name: str, url: str, n: int, *, token: str, topic: str, origin: str, since: int = 0,
                  sample: int = 50000, timeout: float = 180) -> list[procs.Process]:
-    k = max(1, math.ceil(n / PER_PROCESS))
+    # At least two processes: one node process parses ~100k messages/s, less than either
+    # server sends to 1,000 subscribers, and the load client must not be the ceiling found.
+    k = max(MIN_PROCESSES if n >= 100 else 1, math.ceil(n / PER_PROCESS))
     clients = []
     for i in range(k):
         share = n // k + (1 if i < n % k else 0)
@@ -82,19 +93,128 @@ def collect(clients: list[procs.Process], expected: int, settle: float, max_wait
             **summarize_ms(lat)}
 
 
-def ours(ctx: Ctx, *, subscribers: int, rate: float, duration: float) -> dict:
+P99_LIMIT_MS = 50.0
+WARMUP_S = 1.0  # an unrecorded first step on fresh connections, the same for both servers
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time a process has used (Linux /proc), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(pid: int | None, run_step):
+    """run_step, each step also saying the server's CPU microseconds per delivery: a figure
+    that other load on a shared machine slows less than it slows latency."""
+    def step(rate: float, seconds: float | None) -> dict:
+        before = cpu_seconds(pid)
+        result = run_step(rate, seconds)
+        after = cpu_seconds(pid)
+        if before is not None and after is not None and result.get("received"):
+            result["server_cpu_s"] = round(after - before, 3)
+            result["server_cpu_us_per_delivery"] = round((after - before) * 1e6 / result["received"], 2)
+        return result
+    return step
+
+
+def step_ok(step: dict, limit_ms: float = P99_LIMIT_MS) -> bool:
+    """A step is sustained: every delivery arrived, at >= 90% of the offered rate, p99 within the limit.
+
+    >>> step_ok({"p99_ms": 20, "lost": 0, "deliveries_per_s": 95_000, "offered_deliveries_per_s": 100_000})
+    True
+    >>> step_ok({"p99_ms": 60, "lost": 0, "deliveries_per_s": 95_000, "offered_deliveries_per_s": 100_000})
+    False
+    """
+    p99, delivered = step.get("p99_ms"), step.get("deliveries_per_s")
+    return (p99 is not None and p99 <= limit_ms and not step.get("lost") and not step.get("error")
+            and delivered is not None and delivered >= 0.9 * step["offered_deliveries_per_s"])
+
+
+def sustained(steps: list[dict], limit_ms: float = P99_LIMIT_MS) -> dict | None:
+    """The sustained step with the most deliveries/s, or None."""
+    return max((s for s in steps if step_ok(s, limit_ms)), key=lambda s: s["deliveries_per_s"], default=None)
+
+
+def search(run_step, subscribers: int, levels: list[float], budget_s: float, misses: int = 2,
+           warmup: float = 0.0) -> dict:
+    """Offer each level (deliveries/s) in turn through run_step(rate) until `misses` steps in a
+    row miss (one slow moment of a shared machine does not end the search) or the time
+    budget is spent; {"steps": [...], "best": the sustained step or None}. run_step(rate, duration)
+    runs one step; with `warmup` s, a first step at the lowest level goes unrecorded."""
+    steps, started, missed = [], time.monotonic(), 0
+    if warmup and levels:
+        # Connections just opened: let the first collections and caches settle, unrecorded.
+        try:
+            run_step(round(levels[0] / subscribers, 2), warmup)
+        except (TimeoutError, RuntimeError, OSError) as exc:
+            log.warning("fan-out warm-up failed: %s", exc)
+    for level in levels:
+        if time.monotonic() - started > budget_s:
+            break
+        rate = round(level / subscribers, 2)
+        try:
+            step = run_step(rate, None)
+        except (TimeoutError, RuntimeError, OSError) as exc:
+            steps.append({"offered_deliveries_per_s": level, "rate": rate, "error": str(exc)[:300]})
+            break
+        step["offered_deliveries_per_s"] = level
+        steps.append(step)
+        log.info("fan-out %d subs, offered %d/s: delivered %s/s, p99 %s ms, lost %s", subscribers, level,
+                 step.get("deliveries_per_s"), step.get("p99_ms"), step.get("lost"))
+        missed = 0 if step_ok(step) else missed + 1
+        if missed >= misses:
+            break
+    return {"subscribers": subscribers, "steps": steps, "best": sustained(steps)}
+
+
+def ours_saturation(ctx: Ctx, *, subscribers: int, levels: list[float], duration: float, budget_s: float) -> dict:
+    """Our sync server: the same subscribers through every step; rows written at each rate."""
     topic = ctx.topic(0)
     url = ctx.sync_url.replace("http://", "ws://") + "/websocket"
     clients = open_clients("fan-ours", url, subscribers, token=ctx.token([topic]), topic=topic, origin=ctx.origin,
                            since=topic_tpos(ctx.url, topic))
-    try:
+
+    def run_step(rate: float, seconds: float | None) -> dict:
         for c in clients:
             c.send("reset")
-        w = paced_write(ctx.url, checklist_id=ctx.checklists[0], rate=rate, duration=duration)
-        result = collect(clients, subscribers * len(w["commits"]), settle=5)
+        w = paced_write(ctx.url, checklist_id=ctx.checklists[0], rate=rate, duration=seconds or duration,
+                        synchronous_commit=False)
+        result = collect(clients, subscribers * len(w["commits"]), settle=3, max_wait=duration + 10)
+        return {"rate": rate, "achieved_rate": round(w["achieved_rate"], 1), **result}
+
+    try:
+        return search(with_cpu(ctx.stack.pids().get("syncserver"), run_step), subscribers, levels, budget_s,
+                      warmup=WARMUP_S)
     finally:
         close_clients(clients)
-    return {"subscribers": subscribers, "rate": rate, "offered_deliveries_per_s": subscribers * rate, **result}
+
+
+def peer_saturation(port: int, *, subscribers: int, levels: list[float], duration: float, size: int,
+                    budget_s: float, pid: int | None = None) -> dict:
+    topic = "checklist:1"
+    clients = open_clients("fan-peer", f"ws://127.0.0.1:{port}/sync/websocket", subscribers, token="peer",
+                           topic=topic, origin="http://127.0.0.1")
+
+    def run_step(rate: float, seconds: float | None) -> dict:
+        for c in clients:
+            c.send("reset")
+        d = seconds or duration
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/fire?rate={rate}&duration={d}&size={size}"
+                                     f"&topic={topic}", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+        time.sleep(d)
+        result = collect(clients, subscribers * int(round(rate * d)), settle=3, max_wait=10)
+        return {"rate": rate, "message_bytes": size, **result}
+
+    try:
+        return search(with_cpu(pid, run_step), subscribers, levels, budget_s, warmup=WARMUP_S)
+    finally:
+        close_clients(clients)
 
 
 def start_peer() -> tuple[procs.Process, int]:
@@ -102,24 +222,6 @@ def start_peer() -> tuple[procs.Process, int]:
     d = procs.start("sockjs-node", ["node", str(procs.NODE_DIR / "server.js"), str(port)])
     d.wait_for_line("ready", 20)
     return d, port
-
-
-def peer(port: int, *, subscribers: int, rate: float, duration: float, size: int) -> dict:
-    topic = "checklist:1"
-    clients = open_clients("fan-peer", f"ws://127.0.0.1:{port}/sync/websocket", subscribers, token="peer",
-                           topic=topic, origin="http://127.0.0.1")
-    try:
-        for c in clients:
-            c.send("reset")
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/fire?rate={rate}&duration={duration}&size={size}"
-                                     f"&topic={topic}", method="POST")
-        urllib.request.urlopen(req, timeout=10).read()
-        time.sleep(duration)
-        result = collect(clients, subscribers * int(round(rate * duration)), settle=5)
-    finally:
-        close_clients(clients)
-    return {"subscribers": subscribers, "rate": rate, "offered_deliveries_per_s": subscribers * rate,
-            "message_bytes": size, **result}
 
 
 def peer_stats(port: int) -> dict:

@@ -1,7 +1,7 @@
 """Figures 3 and 4, and the peers' latency: commit-to-receiver latency at a paced write rate.
 
 Ours: write+commit in PostgreSQL -> capture trigger -> relay -> broker -> sync server ->
-bench.client (a separate process, websocket or xhr-streaming). Peers end at a ZeroMQ
+bench.client (a separate process: websocket, xhr-streaming, eventsource or xhr-polling). Peers end at a ZeroMQ
 subscriber (bench.zprobe): the seed publishes straight after commit, the polling relay
 every 300 ms. Latency = receiver's arrival time - the writer's time right after COMMIT.
 """
@@ -77,6 +77,10 @@ def ours(ctx: Ctx, *, rate: float, duration: float, transport: str = "websocket"
     })
     if relay_hop:
         result["commit_to_broker"] = relay_hop
+    if data.get("poll_seconds"):
+        # xhr-polling: each poll's request-to-response time; at 1,000/s messages are
+        # almost always waiting, so this is the round trip polling adds (figures.latency).
+        result["poll_rtt_ms"] = summarize_ms(data["poll_seconds"])
     return result
 
 

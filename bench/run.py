@@ -31,8 +31,11 @@ CAVEAT = ("Measured on a shared 2-CPU machine: PostgreSQL, the daemons, the load
           "noisy lower bounds for our components, and compare ours with the peers only within this run.")
 # The last revision before issue 16's capture work: the "before" of the capture figures.
 CAPTURE_BASE = "dc207c9"
-OFFERED_DELIVERIES = 120_000  # per second, above the 100k/s target
-PHASES = ("capture", "relay_bench", "peers", "latency", "throughput", "faults", "resume", "fanout", "connections",
+# Fan-out at saturation: offered deliveries/s, stepped until a server misses (bench.fanout).
+FANOUT_LEVELS = [50_000, 100_000, 150_000, 200_000, 300_000, 400_000, 600_000]
+FANOUT_LEVELS_QUICK = [50_000, 100_000, 200_000]
+FANOUT_BUDGET_S = 150  # per server and size
+PHASES = ("capture", "relay_bench", "peers", "latency", "page", "throughput", "faults", "resume", "fanout", "connections",
           "sockjs_peer", "scaleout")
 
 
@@ -147,11 +150,20 @@ class Run:
         self.ensure_stack()
         ctx = self.ctx
         out = {}
-        for transport in ("websocket", "xhr-streaming"):
+        for transport in ("websocket", "xhr-streaming", "eventsource", "xhr-polling"):
             for rate, dur in ((100, ctx.scale(20, 3)), (1000, ctx.scale(10, 2))):
                 out[f"{transport}@{rate}"] = latency.ours(ctx, rate=rate, duration=dur, transport=transport,
                                                           with_probe=(transport == "websocket"))
         self.raw["latency"] = out
+
+    def page(self) -> None:
+        from bench import page
+
+        # The page runs on a whole stack of its own (portal included): ours stops meanwhile,
+        # so the two do not share the cores (the next phase starts it again).
+        stop_stack(self.ctx)
+        self.raw["page_latency"] = page.run(self.ctx.url, rates=[100, 1000], transports=["websocket", "xhr-streaming"],
+                                            duration=self.ctx.scale(10, 3), tmp=self.ctx.tmp)
 
     def throughput(self) -> None:
         from bench import latency
@@ -179,15 +191,15 @@ class Run:
         self.ensure_stack()
         out = {}
         for n in self.sizes_fanout():
-            rate = self.fanout_rate(n)
-            out[str(n)] = fanout.ours(self.ctx, subscribers=n, rate=rate, duration=self.ctx.scale(4, 2))
+            out[str(n)] = fanout.ours_saturation(self.ctx, subscribers=n, levels=self.fanout_levels(),
+                                                 duration=self.ctx.scale(4, 2), budget_s=FANOUT_BUDGET_S)
         self.raw["fanout_ours"] = out
 
     def sizes_fanout(self) -> list[int]:
-        return [200, 1000] if self.quick else [1000, 5000]
+        return [1000] if self.quick else [1000, 5000]
 
-    def fanout_rate(self, n: int) -> float:
-        return round(OFFERED_DELIVERIES / n, 1)  # same offered deliveries/s at every size
+    def fanout_levels(self) -> list[float]:
+        return FANOUT_LEVELS_QUICK if self.quick else FANOUT_LEVELS
 
     def sizes_conn(self) -> list[int]:
         from bench.connections import fd_limit
@@ -211,10 +223,11 @@ class Run:
         stop_stack(self.ctx)  # the peer gets the machine to itself, as ours did
         d, port = fanout.start_peer()
         try:
-            size = int((self.raw.get("fanout_ours", {}).get(str(self.sizes_fanout()[0]), {})
-                        .get("bytes_per_event")) or 200)
-            self.raw["fanout_peer"] = {str(n): fanout.peer(port, subscribers=n, rate=self.fanout_rate(n),
-                                                           duration=self.ctx.scale(4, 2), size=size)
+            first = (self.raw.get("fanout_ours", {}).get(str(self.sizes_fanout()[0])) or {}).get("steps") or [{}]
+            size = int(first[0].get("bytes_per_event") or 200)  # the peer's messages as large as ours
+            self.raw["fanout_peer"] = {str(n): fanout.peer_saturation(port, subscribers=n, levels=self.fanout_levels(),
+                                                                      duration=self.ctx.scale(4, 2), size=size,
+                                                                      budget_s=FANOUT_BUDGET_S, pid=d.pid)
                                        for n in self.sizes_fanout()}
             d.stop()
             d, port = fanout.start_peer()  # fresh process: its RSS baseline is not inflated by fan-out

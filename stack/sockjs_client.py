@@ -7,6 +7,7 @@ measuring client. It speaks the sync server's transports:
   WebSocket message, no framing;
 - `xhr_streaming`: a long POST streaming frames, reopened on the same session when the
   server ends it (every ~128 KB, SockJS's response_limit), as sockjs-client does;
+- `eventsource`: the same over a long GET of `text/event-stream` (`data: <frame>` lines);
 - `xhr`: xhr-polling, one POST per batch of frames.
 
 SockJS frames: "o" open, "h" heartbeat, 'a["...", ...]' messages, 'c[code,"reason"]' close.
@@ -43,7 +44,7 @@ from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, w
 
 log = logging.getLogger(__name__)
 
-TRANSPORTS = ("websocket", "rawwebsocket", "xhr_streaming", "xhr")
+TRANSPORTS = ("websocket", "rawwebsocket", "xhr_streaming", "eventsource", "xhr")
 # sockjs-client's and bench's spellings of the same transports
 ALIASES = {"xhr-streaming": "xhr_streaming", "xhr-polling": "xhr", "xhr_polling": "xhr"}
 MAX_MESSAGE_BYTES = 64 << 20
@@ -101,15 +102,15 @@ def parse_frame(frame: str) -> tuple[str, list[Any]]:
 
 async def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float,
                     on_chunk: Callable[[bytes], None] | None = None,
-                    gate: asyncio.Event | None = None) -> tuple[int, bytes]:
-    """One HTTP/1.1 POST with Connection: close; (status, body). Body chunks go to on_chunk
-    as they arrive when given (the body returned is then empty). `timeout` bounds the
-    connect and the status line, not a streaming body; while `gate` is cleared nothing is
-    read (backpressure, as a frozen tab)."""
+                    gate: asyncio.Event | None = None, method: str = "POST") -> tuple[int, bytes]:
+    """One HTTP/1.1 POST (or `method`) with Connection: close; (status, body). Body chunks
+    go to on_chunk as they arrive when given (the body returned is then empty). `timeout`
+    bounds the connect and the status line, not a streaming body; while `gate` is cleared
+    nothing is read (backpressure, as a frozen tab)."""
     parts = urlsplit(url)
     reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port or 80), timeout)
     try:
-        head = [f"POST {parts.path}{'?' + parts.query if parts.query else ''} HTTP/1.1",
+        head = [f"{method} {parts.path}{'?' + parts.query if parts.query else ''} HTTP/1.1",
                 f"Host: {parts.netloc}", "Connection: close", f"Content-Length: {len(body)}",
                 "Content-Type: text/plain;charset=UTF-8"]
         head += [f"{k}: {v}" for k, v in headers.items()]
@@ -376,13 +377,19 @@ class WebSocketClient(Client):
 
 
 class XhrClient(Client):
-    """`xhr_streaming` (streaming=True) or `xhr` (polling)."""
+    """`xhr_streaming` (streaming=True), `eventsource` (streaming, eventsource=True) or `xhr`
+    (polling). All three send with xhr_send."""
 
-    def __init__(self, sockjs_url: str, *, streaming: bool, **kwargs: Any):
+    def __init__(self, sockjs_url: str, *, streaming: bool, eventsource: bool = False, **kwargs: Any):
         super().__init__(sockjs_url, **kwargs)
-        self.streaming = streaming
-        self.transport = "xhr_streaming" if streaming else "xhr"
+        self.streaming = streaming or eventsource
+        self.eventsource = eventsource
+        self.transport = "eventsource" if eventsource else "xhr_streaming" if streaming else "xhr"
         self._poller: asyncio.Task | None = None
+        # xhr-polling: how long each poll took, request sent to response read (seconds;
+        # the latest 10,000). A poll that found messages waiting is one round trip: what
+        # polling adds to a message's latency over a streaming transport.
+        self.poll_seconds: deque[float] = deque(maxlen=10_000)
 
     async def open(self, timeout: float = 10.0) -> "XhrClient":
         """Start receiving; SessionClosed if the first response is not the open frame (a
@@ -396,26 +403,40 @@ class XhrClient(Client):
     async def _poll(self) -> None:
         buf = bytearray()
         prelude = [self.streaming]
+        eventsource = self.eventsource
 
         def on_chunk(data: bytes) -> None:
             buf.extend(data)
-            while b"\n" in buf:
-                line, _, rest = bytes(buf).partition(b"\n")
-                buf[:] = rest
+            end = buf.rfind(b"\n")
+            if end < 0:
+                return
+            # Every whole line of the chunk at once (one copy per chunk, not per line).
+            lines = bytes(buf[:end]).split(b"\n")
+            del buf[:end + 1]
+            for line in lines:
+                if eventsource:
+                    # text/event-stream: "data: <frame>\r\n\r\n"; blank lines end events.
+                    if line.startswith(b"data: "):
+                        self._on_line(line[6:].rstrip(b"\r").decode("utf-8", "replace"))
+                    continue
                 text = line.decode("utf-8", "replace")
                 if prelude[0] and len(text) > 1 and set(text) == {"h"}:
                     prelude[0] = False  # the 2 KiB "hhh..." prelude that defeats proxy buffering
                     continue
                 self._on_line(text)
 
-        suffix = "/xhr_streaming" if self.streaming else "/xhr"
+        suffix = "/eventsource" if eventsource else "/xhr_streaming" if self.streaming else "/xhr"
+        method = "GET" if eventsource else "POST"
         try:
             while not self.closed.is_set():
                 await self.reading.wait()
                 buf.clear()
                 prelude[0] = self.streaming
+                started = time.monotonic()
                 status, _ = await http_post(self.url + suffix, b"", self._headers(), self.timeout, on_chunk,
-                                            gate=self.reading)
+                                            gate=self.reading, method=method)
+                if not self.streaming:
+                    self.poll_seconds.append(time.monotonic() - started)
                 if status != 200:
                     raise SessionClosed(f"{suffix} answered {status}")
         except (OSError, asyncio.IncompleteReadError, SessionClosed, ValueError) as exc:
@@ -453,7 +474,8 @@ def make_client(transport: str, sockjs_url: str, origin: str | None = None, **kw
     kind = transport_name(transport)
     if kind in ("websocket", "rawwebsocket"):
         return WebSocketClient(sockjs_url, raw=kind == "rawwebsocket", origin=origin, **kwargs)
-    return XhrClient(sockjs_url, streaming=kind == "xhr_streaming", origin=origin, **kwargs)
+    return XhrClient(sockjs_url, streaming=kind == "xhr_streaming", eventsource=kind == "eventsource", origin=origin,
+                     **kwargs)
 
 
 async def connect(transport: str, sockjs_url: str, origin: str | None = None, *, timeout: float = 10.0,

@@ -138,7 +138,7 @@ class SyncServer:
         return getattr(self.source, "heartbeat_pos", None)
 
     def _send_heartbeat(self) -> None:
-        self.hub.broadcast(Prepared(protocol.heartbeat(self.source.delivered_pos)))
+        self.hub.broadcast(Prepared(protocol.heartbeat(self.source.delivered_pos, time.time())))
 
     def task_failure(self) -> BaseException | None:
         """The exception of a background task that died (the process should stop)."""

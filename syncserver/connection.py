@@ -14,7 +14,7 @@ import time
 from sockjs.tornado import SockJSConnection
 
 from runtime import tokens
-from syncserver import metrics, protocol, wsframe
+from syncserver import metrics, pagelatency, protocol, wsframe
 from syncserver.hub import Prepared
 from syncserver.protocol import ProtocolError
 from syncserver.ratelimit import TokenBucket
@@ -35,6 +35,7 @@ class SyncConnection(SockJSConnection):
         self.bucket = TokenBucket(RATE_PER_SECOND, RATE_BURST)
         self._tasks: set[asyncio.Task] | None = None  # subscribes in flight (made on first use)
         self._expiry: asyncio.TimerHandle | None = None  # the token's expiry (one timer per connection)
+        self._latency_budget = None  # pagelatency's allowance of samples (made on the first report)
         # Websocket transports: the protocol object whose stream takes prebuilt frames
         # (wsframe), and whether the frame is SockJS's `a[...]` or the raw text.
         self._ws = None
@@ -67,6 +68,8 @@ class SyncConnection(SockJSConnection):
             elif isinstance(msg, protocol.Unsubscribe):
                 if not self.ctx.hub.unsubscribe(self, msg.topic):
                     raise ProtocolError(protocol.NOT_SUBSCRIBED, "not subscribed to that topic", "unsubscribe")
+            elif isinstance(msg, protocol.Latency):
+                self._latency(msg)
             else:
                 self.send_text(protocol.pong(msg.id))
         except ProtocolError as exc:
@@ -98,7 +101,7 @@ class SyncConnection(SockJSConnection):
         renewed = self.claims is not None
         self.claims, self.user_id, self.username = claims, claims.user_id, claims.username
         now = time.time()
-        self.send_text(protocol.authed(claims.username, claims.expires_at, claims.expires_at - now))
+        self.send_text(protocol.authed(claims.username, claims.expires_at, claims.expires_at - now, now))
         if renewed:
             self.ctx.hub.end_where(self, lambda topic: None if claims.allows(topic) else protocol.error(
                 protocol.FORBIDDEN_TOPIC, f"the renewed token does not grant {topic}; subscription ended", "auth", topic))
@@ -106,6 +109,21 @@ class SyncConnection(SockJSConnection):
             self._expiry.cancel()
         loop = asyncio.get_running_loop()
         self._expiry = loop.call_at(loop.time() + (claims.expires_at - now), self._token_expired)
+
+    def _latency(self, msg: protocol.Latency) -> None:
+        """A browser's commit -> page samples: only an authenticated client's, bounded in
+        value and rate (pagelatency), and never answered."""
+        if self.claims is None:
+            raise ProtocolError(protocol.UNAUTHENTICATED, "send auth first", "latency")
+        if self._latency_budget is None:
+            self._latency_budget = pagelatency.budget()
+        kept, out_of_range, over_rate = pagelatency.admit(msg.samples, self._latency_budget)
+        for seconds in kept:
+            metrics.CLIENT_LATENCY.observe(seconds)
+        if out_of_range:
+            metrics.CLIENT_LATENCY_DROPPED.labels("out_of_range").inc(out_of_range)
+        if over_rate:
+            metrics.CLIENT_LATENCY_DROPPED.labels("over_rate").inc(over_rate)
 
     def _token_expired(self) -> None:
         """The token's expiry passed without a renewal: every subscription ends."""

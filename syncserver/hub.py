@@ -15,9 +15,14 @@ Invariants:
   out on tx_last, or after `flush_delay` (50 ms: long enough that a busy machine pausing
   between two events of one transaction does not split it) so that a lost tx_last never
   holds events back for long. One message may carry several whole transactions: a
-  topic flushes at once when its last flush is older than its window (`coalesce`, or
-  as long as that flush took, whichever is longer), else at the end of the window, so
-  a busy topic costs one write per subscriber per window rather than per transaction.
+  topic flushes at once when its last flush is older than its window, else at the end
+  of the window, so a busy topic costs one write per subscriber per window rather than
+  per transaction. The window is `coalesce`; and while the topic's flushes have taken
+  half the loop's time or more lately (`duty`, averaged over about DUTY_TAU), it is as
+  long as the last flush took: then a topic with thousands of subscribers never takes
+  more than about half the loop, and each write carries more transactions as the load
+  grows. Below that, a transaction goes out as soon as it is whole: waiting would add
+  latency and save nothing the loop needs.
 - The `events` text and its WebSocket frames are built once per flush and shared by
   all its subscribers; per subscriber the hot loop only compares tpos and writes.
 - Authority (issue 14): a subscription is registered, buffering live events, before the
@@ -34,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -46,6 +52,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_TOPIC = "_heartbeat"
 MAX_WINDOW = 0.1  # seconds: the longest a busy topic's coalescing window grows
+DUTY_TAU = 0.5    # seconds: how far back a topic's flush duty is averaged
+DUTY_BUSY = 0.5   # from this share of the loop's time on, a topic's flushes are spaced
 
 
 class EventLike(Protocol):
@@ -154,6 +162,7 @@ class TopicState:
     open_since: float = 0.0  # loop time of the first event of the open transaction
     flushed_at: float = float("-inf")  # loop time the last flush finished
     window: float = 0.0      # the coalescing window after it (see Hub._send)
+    duty: float = 0.0        # share of recent loop time spent flushing this topic (see Hub._send)
 
 
 def revoked_users(events: Iterable[EventLike]) -> dict[int, int]:
@@ -178,6 +187,25 @@ def removes(events: Iterable[EventLike], user_id: int) -> bool:
     not undo it: what lies between was not his to read)."""
     return any(e.entity == "membership" and e.op == "delete" and isinstance(e.data, dict)
                and e.data.get("user_id") == user_id for e in events)
+
+
+def spacing(duty: float, since: float, took: float, coalesce: float) -> tuple[float, float]:
+    """A topic's flush duty after a flush that took `took` s and ended `since` s after the
+    previous one, and the window before its next flush (see the module doc).
+
+    >>> duty, window = 0.0, 0.0
+    >>> for _ in range(200):  # 15 ms flushes every 20 ms: most of the loop
+    ...     duty, window = spacing(duty, 0.02, 0.015, 0.001)
+    >>> round(duty, 1), window
+    (0.8, 0.015)
+    >>> for _ in range(200):  # 5 ms flushes every 20 ms: sent as soon as whole
+    ...     duty, window = spacing(duty, 0.02, 0.005, 0.001)
+    >>> round(duty, 1), window
+    (0.3, 0.001)
+    """
+    decayed = duty * math.exp(-since / DUTY_TAU) if since < 50 * DUTY_TAU else 0.0
+    duty = decayed + took / DUTY_TAU
+    return duty, (max(coalesce, min(took, MAX_WINDOW)) if duty >= DUTY_BUSY else coalesce)
 
 
 def _committed_epoch(event: EventLike) -> float | None:
@@ -345,11 +373,14 @@ class Hub:
                     start = i + 1
         else:
             self._deliver(topic, ts, events)
-        # The coalescing window starts when the writes are done and lasts at least as
-        # long as they took: a topic with many subscribers spends at most about half the
-        # loop on its writes, and under load each write carries more transactions.
-        ts.flushed_at = asyncio.get_running_loop().time()
-        ts.window = max(self.coalesce, min(ts.flushed_at - started, MAX_WINDOW))
+        # The coalescing window starts when the writes are done. While the topic's writes
+        # have taken half the loop or more lately, it lasts as long as they took: a topic
+        # with many subscribers then spends at most about half the loop on its writes, and
+        # under load each write carries more transactions. `duty` is the flush times
+        # decayed with DUTY_TAU: for flushes of F s every P s it tends to F / P.
+        done = asyncio.get_running_loop().time()
+        ts.duty, ts.window = spacing(ts.duty, done - ts.flushed_at, done - started, self.coalesce)
+        ts.flushed_at = done
 
     def _deliver(self, topic: str, ts: TopicState, events: list) -> None:
         if changes_hands(events):

@@ -17,6 +17,15 @@ COMMIT_TO_PUSH = Histogram(
     "sync_commit_to_push_seconds", "From the event's committed_at to its push to subscribers",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+# What users see (syncserver/pagelatency.py): browsers' reports, bounded in value and rate.
+CLIENT_LATENCY = Histogram(
+    "sync_client_latency_seconds", "From the event's committed_at to its being applied on the page, as browsers report it "
+    "(sampled)",
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+CLIENT_LATENCY_DROPPED = Counter("sync_client_latency_dropped_total",
+                                 "Browser latency samples not recorded (out_of_range: outside 0-60 s; over_rate: "
+                                 "beyond a connection's allowance)", ["reason"])
 BROKER_EVENTS = Counter("sync_broker_events_total", "Events received from the subscriber stream")
 GRANT_CHECKS = Counter("sync_grant_checks_total", "Subscribe grant checks asked of the database (before batching)")
 GRANT_QUERIES = Counter("sync_grant_queries_total", "Queries that answered grant checks (one per batch)")

@@ -1,8 +1,8 @@
 """The browser protocol (pure): parse and validate client messages, encode server messages.
 
-Client -> server: auth, subscribe (optionally with presence), unsubscribe, ping. Server ->
-client: authed, subscribed, recovered, resync, events, revoked, presence, heartbeat, pong,
-error. Event lists are spliced from
+Client -> server: auth, subscribe (optionally with presence), unsubscribe, ping, latency.
+Server -> client: authed, subscribed, recovered, resync, events, revoked, presence, heartbeat,
+pong, error. Event lists are spliced from
 the envelopes' exact bytes (Event.raw) rather than re-encoded: the relay's JSON is already
 what the browser needs, and re-encoding per message would cost more than the rest of the
 fan-out.
@@ -10,6 +10,7 @@ fan-out.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Union
 
@@ -58,7 +59,15 @@ class Ping:
     id: Any
 
 
-ClientMessage = Union[Auth, Subscribe, Unsubscribe, Ping]
+@dataclass(frozen=True)
+class Latency:
+    """Commit -> applied-on-page samples in ms (syncserver/pagelatency.py judges the values)."""
+    samples: tuple[float, ...]
+
+
+MAX_LATENCY_SAMPLES = 32  # per message (pagelatency.MAX_SAMPLES)
+
+ClientMessage = Union[Auth, Subscribe, Unsubscribe, Ping, Latency]
 
 
 def parse(message: object, max_bytes: int) -> ClientMessage:
@@ -104,6 +113,14 @@ def parse(message: object, max_bytes: int) -> ClientMessage:
         return Unsubscribe(_topic(doc, ref))
     if kind == "ping":
         return Ping(doc.get("id"))
+    if kind == "latency":
+        samples = doc.get("samples")
+        if not isinstance(samples, list) or not 1 <= len(samples) <= MAX_LATENCY_SAMPLES:
+            raise ProtocolError(BAD_MESSAGE, f"latency needs samples: a list of 1 to {MAX_LATENCY_SAMPLES} numbers", ref)
+        # json.loads takes NaN and Infinity; bool is an int to Python: both refused.
+        if not all(type(x) in (int, float) and math.isfinite(x) for x in samples):
+            raise ProtocolError(BAD_MESSAGE, "latency samples must be finite numbers (ms)", ref)
+        return Latency(tuple(float(x) for x in samples))
     raise ProtocolError(BAD_MESSAGE, "unknown message type", ref)
 
 
@@ -130,11 +147,14 @@ def _dumps(doc: dict) -> str:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 
-def authed(user: str, expires_at: float, expires_in: float) -> str:
+def authed(user: str, expires_at: float, expires_in: float, server_time: float) -> str:
     """expires_at: the token's expiry (unix seconds); expires_in: seconds left by this
-    server's clock (what a client with a skewed clock should schedule its renewal by)."""
+    server's clock (what a client with a skewed clock should schedule its renewal by);
+    server_time: this server's clock now (unix seconds, ms precision), against which the
+    browser sets the clock it measures commit -> page latency with (committed_at is the
+    database's clock, kept in step with the servers' by NTP)."""
     return _dumps({"type": "authed", "user": user, "expires_at": int(expires_at),
-                   "expires_in": round(max(0.0, expires_in), 3)})
+                   "expires_in": round(max(0.0, expires_in), 3), "server_time": round(server_time, 3)})
 
 
 def subscribed(topic: str, tpos: int) -> str:
@@ -149,8 +169,10 @@ def revoked(topic: str) -> str:
     return _dumps({"type": "revoked", "topic": topic})
 
 
-def heartbeat(pos: int) -> str:
-    return _dumps({"type": "heartbeat", "pos": pos})
+def heartbeat(pos: int, server_time: float) -> str:
+    """server_time: this server's clock (unix seconds, ms precision); browsers set the clock
+    they measure latency with by the heartbeat that reached them fastest (syncclient.js)."""
+    return _dumps({"type": "heartbeat", "pos": pos, "time": round(server_time, 3)})
 
 
 def presence(topic: str, users: list[dict]) -> str:

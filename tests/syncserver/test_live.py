@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -12,10 +13,11 @@ from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-TRANSPORT = {"raw": "rawwebsocket", "framed": "websocket", "xhr_streaming": "xhr_streaming", "xhr": "xhr"}
+TRANSPORT = {"raw": "rawwebsocket", "framed": "websocket", "xhr_streaming": "xhr_streaming",
+             "eventsource": "eventsource", "xhr": "xhr"}
 
 
-@pytest.mark.parametrize("kind", ["raw", "framed", "xhr_streaming", "xhr"])
+@pytest.mark.parametrize("kind", list(TRANSPORT))
 async def test_clients_receive_exactly_the_committed_events_in_order(db_url, kind):
     topic, other = new_topic(db_url), new_topic(db_url)
     async with sync_stack(db_url) as stack:
@@ -51,6 +53,7 @@ async def test_heartbeats_reach_clients_with_the_delivered_pos(db_url):
                 if c.heartbeats and c.heartbeats[-1]["pos"] == stack.server.source.delivered_pos:
                     break
                 await c.quiet(0.1)
-            assert c.heartbeats and c.heartbeats[-1] == {"type": "heartbeat", "pos": await stack.relay.last_pos()}
+            assert c.heartbeats and c.heartbeats[-1]["pos"] == await stack.relay.last_pos()
+            assert set(c.heartbeats[-1]) == {"type", "pos", "time"} and abs(c.heartbeats[-1]["time"] - time.time()) < 2
         finally:
             await c.close()

@@ -289,3 +289,49 @@ async def test_fault6_htmlfile_keeps_a_valid_callback_verbatim_and_refuses_other
         await asyncio.wait_for(got_open.wait(), 5)
         stream.cancel()
         assert b"var c = parent._jp.a1b2;" in b"".join(chunks)
+
+
+class NodelayProbe(SockJSConnection):
+    """Answers any message with the TCP_NODELAY state of the socket its session is
+    streaming on (the receiving transport's, not xhr_send's)."""
+
+    def on_message(self, message):
+        import socket
+
+        sock = self.session.handler.request.connection.stream.socket
+        self.send(str(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+
+
+async def streaming_nodelay(base: str, http, transport: str) -> bytes:
+    path = f"{base}/{session_path()}"
+    chunks: list[bytes] = []
+    method = "GET" if transport == "eventsource" else "POST"
+    stream = asyncio.ensure_future(http.fetch(HTTPRequest(
+        f"{path}/{transport}", method=method, body=b"" if method == "POST" else None,
+        streaming_callback=chunks.append, request_timeout=10, headers={"Origin": ORIGIN})))
+    try:
+        for _ in range(100):
+            if b"o" in b"".join(chunks).replace(b"h" * 2048, b""):
+                break
+            await asyncio.sleep(0.02)
+        await http.fetch(post(f"{path}/xhr_send", b'["?"]', headers={"Origin": ORIGIN}))
+        for _ in range(100):
+            body = b"".join(chunks)
+            if b'a["' in body:
+                return body.split(b'a["', 1)[1][:1]
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no answer on {transport}: {b''.join(chunks)[-200:]!r}")
+    finally:
+        stream.cancel()
+
+
+async def test_fault8_streaming_responses_are_sent_without_nagle():
+    # Nagle on a stream of small frames holds each one behind the client's delayed ACK.
+    async with serve(NodelayProbe) as (base, http):
+        for transport in ("xhr_streaming", "eventsource"):
+            assert await streaming_nodelay(base, http, transport) == b"1", transport
+
+
+async def test_fault8_is_real_in_upstream():
+    async with serve(NodelayProbe, patched=False) as (base, http):
+        assert await streaming_nodelay(base, http, "xhr_streaming") == b"0"

@@ -23,6 +23,12 @@ def test_syncclient_resumes_dedupes_groups_and_resyncs():
 
 
 @needs_node
+def test_syncclient_samples_live_latency_by_the_servers_clock_and_batches_reports():
+    out = _run("syncclient_latency.mjs")
+    assert out.startswith("OK"), out
+
+
+@needs_node
 @pytest.mark.parametrize("scenario", ["gap", "renew", "reuse", "refused", "backoff"])
 def test_syncclient_authority(scenario):
     out = _run("syncclient_authority.mjs")

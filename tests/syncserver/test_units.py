@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from runtime import tokens
 from runtime.settings import SettingError
 from stack.keys import KeySet
-from syncserver import protocol
+from syncserver import pagelatency, protocol
 from syncserver.config import from_env
 from syncserver.hub import CatchUpResult, Hub, removes, revoked_users
 from syncserver.origins import OriginPolicy, normalize_origin
@@ -35,11 +35,45 @@ ENV = {"DATABASE_URL": "postgresql://x/y", "SYNC_DEVELOPMENT": "1", **KEYS.sync_
     ('{"type":"subscribe","topic":"checklist:1\\u0000","since":0}', "bad_message"),
     ('{"type":"subscribe","topic":"checklist:\\ud800","since":0}', "bad_message"),
     ('{"type":"ping","pad":"' + "é" * 600 + '"}', "too_large"),
+    ('{"type":"latency"}', "bad_message"), ('{"type":"latency","samples":[]}', "bad_message"),
+    ('{"type":"latency","samples":5}', "bad_message"), ('{"type":"latency","samples":["5"]}', "bad_message"),
+    ('{"type":"latency","samples":[true]}', "bad_message"), ('{"type":"latency","samples":[NaN]}', "bad_message"),
+    ('{"type":"latency","samples":[Infinity]}', "bad_message"), ('{"type":"latency","samples":[1e999]}', "bad_message"),
+    ('{"type":"latency","samples":[null]}', "bad_message"), ('{"type":"latency","samples":[[1]]}', "bad_message"),
+    ('{"type":"latency","samples":[' + ",".join(["1"] * 33) + "]}", "bad_message"),
 ])
 def test_parse_rejects(text, code):
     with pytest.raises(protocol.ProtocolError) as exc:
         protocol.parse(text, 1024)
     assert exc.value.code == code
+
+
+def test_latency_reports_parse_and_admit_only_bounded_values_at_a_bounded_rate():
+    assert protocol.parse('{"type":"latency","samples":[1, 2.5, 0]}', 1024) == protocol.Latency((1.0, 2.5, 0.0))
+    allowance = TokenBucket(pagelatency.RATE, pagelatency.BURST, now=0.0)
+    kept, out_of_range, over_rate = pagelatency.admit([3.0, -1.0, 60_001.0, 1e300, 60_000.0], allowance)
+    assert (kept, out_of_range, over_rate) == ([0.003, 60.0], 3, 0)
+    # A flood: the burst, then nothing until the allowance refills.
+    allowance = TokenBucket(pagelatency.RATE, pagelatency.BURST, now=time.monotonic())
+    kept, _, over_rate = pagelatency.admit([5.0] * 1000, allowance)
+    assert len(kept) <= pagelatency.BURST + 1 and over_rate >= 1000 - pagelatency.BURST - 1
+
+
+def test_a_topic_spaces_its_flushes_only_while_they_take_half_the_loop_or_more():
+    from syncserver.hub import spacing
+
+    duty, window = 0.0, 0.0
+    for _ in range(3000):  # a topic with few subscribers: 0.5 ms flushes at 1,000 tx/s
+        duty, window = spacing(duty, 0.001, 0.0005, 0.0)
+    assert duty == pytest.approx(0.5, abs=0.05)
+    duty, window = 0.0, 0.0
+    for _ in range(3000):  # 0.2 ms flushes at 1,000 tx/s: each transaction goes at once
+        duty, window = spacing(duty, 0.001, 0.0002, 0.0)
+    assert window == 0.0
+    for _ in range(100):  # thousands of subscribers: 30 ms flushes back to back
+        duty, window = spacing(duty, 0.03, 0.03, 0.0)
+    assert window == 0.03
+    assert spacing(5.0, 1e9, 0.001, 0.002) == (0.002, 0.002)  # long quiet: forgotten
 
 
 def test_parse_rejects_json_nested_beyond_the_parser_as_bad_json():

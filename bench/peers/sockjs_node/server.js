@@ -39,9 +39,11 @@ service.on("connection", (conn) => {
 function nowMs() { return performance.timeOrigin + performance.now(); }
 
 // One message per event, encoded once and written to every subscriber (what our hub does too).
-function broadcast(topic, seq, size) {
+// `t` is when the event was due by the offered rate, not when the loop got to it: a server
+// that falls behind its schedule shows it in the latency (our writer is never behind).
+function broadcast(topic, seq, size, due) {
   const subs = topics.get(topic);
-  const ev = { seq: seq, t: nowMs(), pad: "" };
+  const ev = { seq: seq, t: due, pad: "" };
   let text = JSON.stringify({ type: "events", topic: topic, events: [ev] });
   if (text.length < size) {
     ev.pad = "x".repeat(size - text.length);
@@ -58,7 +60,7 @@ function fire(topic, rate, duration, size) {
   let seq = 0;
   const tick = () => {
     const due = Math.min(total, Math.floor(((nowMs() - start) / 1000) * rate) + 1);
-    while (seq < due) { seq += 1; broadcast(topic, seq, size); }
+    while (seq < due) { seq += 1; broadcast(topic, seq, size, start + ((seq - 1) * 1000) / rate); }
     if (seq < total) setTimeout(tick, 1);
   };
   tick();

@@ -426,13 +426,19 @@ function init(page) {
     const { SyncClient } = await import(page.dataset.syncclientUrl);
     // ?transports=xhr-polling (comma-separated SockJS names) forces the transports, to
     // test or diagnose each one; by default SockJS picks the best that works.
-    const forced = new URLSearchParams(location.search).get("transports");
+    const params = new URLSearchParams(location.search);
+    const forced = params.get("transports");
+    // ?latency_sample_ms=N samples commit -> page latency every N ms (0: every live
+    // transaction) instead of once a second (the bench measures a page with it; the
+    // server still records at most its per-connection allowance).
+    const sampleMs = params.has("latency_sample_ms") ? Number(params.get("latency_sample_ms")) : NaN;
     client = new SyncClient({
       sockjsUrl: page.dataset.syncUrl,
       tokenUrl: "/api/sync/token/",
       topics: () => [topic],
       transports: forced ? forced.split(",") : undefined,
       csrfToken: page.dataset.csrfToken,
+      ...(sampleMs >= 0 ? { latencySampleMs: sampleMs, latencyBatch: 32, latencyFlushMs: 1000 } : {}),
     });
     client.onStatus((status) => {
       if (ended === "revoked") return;

@@ -3,7 +3,9 @@
 // connection before they expire, reused on a reconnect while valid), reconnect with
 // exponential backoff + jitter, resume from the last tpos per topic, duplicate dropping,
 // gap detection (an event above last+1 is never applied: the topic resumes from last),
-// whole-transaction delivery and a dead-connection watchdog.
+// whole-transaction delivery and a dead-connection watchdog. It also reports what the user
+// sees: commit -> applied-on-page latency of a sample of live transactions, a few samples
+// per message, to the sync server's /metrics (sync_client_latency_seconds).
 //
 //   import { SyncClient } from "/static/sync/syncclient.js";
 //   const c = new SyncClient({ sockjsUrl, tokenUrl: "/api/sync/token/", csrfToken,
@@ -24,10 +26,28 @@ const RENEW_AHEAD_MS = 60000; // renew this long before expiry (half the lifetim
 // The ping answers the server's own messages (a heartbeat every second) rather than a timer:
 // browsers throttle timers in background tabs to once a minute, but deliver messages.
 const PRESENCE_PING_MS = 2000;
+const LATENCY_MAX_BATCH = 32; // samples per report (the server refuses more)
+
+// The wall clock with sub-millisecond resolution where the browser gives it.
+const wallNow = typeof performance !== "undefined" && performance.timeOrigin
+  ? () => performance.timeOrigin + performance.now() : () => Date.now();
+
+// An event's committed_at ("2026-01-02T03:04:05.123456Z") in ms since the epoch, with the
+// microseconds Date.parse drops; NaN if it is not a time.
+export function commitTimeMs(text) {
+  if (typeof text !== "string") return NaN;
+  const ms = Date.parse(text);
+  const micro = /\.\d{3}(\d{1,3})/.exec(text);
+  return micro ? ms + Number(micro[1].padEnd(3, "0")) / 1000 : ms;
+}
 
 export class SyncClient {
+  // latencySampleMs: at most one latency sample per this many ms (0: every live
+  // transaction; null: none); the samples go out latencyBatch at a time, or
+  // latencyFlushMs after the first of a batch.
   constructor({ sockjsUrl, tokenUrl = "/api/sync/token/", topics, transports, csrfToken,
-                minDelay = 500, maxDelay = 30000, heartbeatTimeout = 3.5 * HEARTBEAT_MS } = {}) {
+                minDelay = 500, maxDelay = 30000, heartbeatTimeout = 3.5 * HEARTBEAT_MS,
+                latencySampleMs = 1000, latencyBatch = 10, latencyFlushMs = 10000 } = {}) {
     this.sockjsUrl = sockjsUrl;
     this.tokenUrl = tokenUrl;
     this.topicsFn = topics || (() => [...this.subs.keys()]);
@@ -49,6 +69,14 @@ export class SyncClient {
     this.grant = null; // {token, topics: Set, expiresAt: ms by this clock | null}
     this.sentGrant = null; // the grant of the last auth sent, until its "authed"
     this.renewTimer = null;
+    this.latencySampleMs = latencySampleMs;
+    this.latencyBatch = Math.min(LATENCY_MAX_BATCH, Math.max(1, latencyBatch));
+    this.latencyFlushMs = latencyFlushMs;
+    this.clockOffset = null; // server clock - this clock, ms; null: unknown (see _clock)
+    this.clockSeen = []; // the latest estimates of it (server time - arrival time), ms
+    this.samples = []; // latency samples (ms) not sent yet
+    this.lastSample = -Infinity;
+    this.latencyTimer = null;
     this._online = () => { if (this.running && !this.sock) this._connectSoon(0); };
     this._offline = () => { if (this.sock) this.sock.close(); this._setStatus("offline"); };
   }
@@ -102,6 +130,7 @@ export class SyncClient {
     clearTimeout(this.timer);
     clearTimeout(this.renewTimer);
     clearInterval(this.watchdog);
+    this._sendLatency();
     for (const sub of this.subs.values()) clearTimeout(sub.retry);
     if (this.sock) { const s = this.sock; this.sock = null; s.close(); }
   }
@@ -234,6 +263,7 @@ export class SyncClient {
   // "authed" says how long the token lives by the server's clock: renew over this open
   // connection well before then (subscriptions carry on; nothing is resent).
   _authed(msg) {
+    this._clock(msg.server_time);
     const grant = this.sentGrant || this.grant;
     clearTimeout(this.renewTimer);
     if (!grant || typeof msg.expires_in !== "number") return;
@@ -298,7 +328,8 @@ export class SyncClient {
         break;
       case "events":
       case "recovered":
-        if (sub && !sub.revoked && !sub.resyncing) this._deliver(sub, msg.topic, msg.events);
+        // Only live events are measured: a recovered one is as old as the outage was.
+        if (sub && !sub.revoked && !sub.resyncing) this._deliver(sub, msg.topic, msg.events, msg.type === "events");
         break;
       case "subscribed":
         if (sub) {
@@ -332,8 +363,24 @@ export class SyncClient {
           if (this.sock) this.sock.close();
         }
         break;
-      default: // heartbeat, pong: the watchdog already noted that the server is alive
+      case "heartbeat":
+        this._clock(msg.time);
+        break;
+      default: // pong: the watchdog already noted that the server is alive
     }
+  }
+
+  // The server's clock, which commit times (stamped by the database) are compared with.
+  // A message stamped with the server's time arrives a one-way delay later, so server
+  // time - arrival time underestimates the offset by that delay: the largest of the
+  // latest estimates (authed, then a heartbeat a second) is the one that came fastest.
+  // That matters where a transport holds messages back (a browser hands XHR-streamed
+  // bytes over at most every 50 ms): some heartbeat lands right after a handover.
+  _clock(serverTime) {
+    if (typeof serverTime !== "number" || !Number.isFinite(serverTime)) return;
+    this.clockSeen.push(serverTime * 1000 - wallNow());
+    if (this.clockSeen.length > 60) this.clockSeen.shift(); // a minute: clocks drift and get adjusted
+    this.clockOffset = Math.max(...this.clockSeen);
   }
 
   // Drop what was already applied (tpos <= last), then hand over whole transactions:
@@ -341,7 +388,7 @@ export class SyncClient {
   // "recovered" are split at tx_last. Only the next position is ever applied: an event
   // above last+1 means something was missed, so nothing from there on is applied and the
   // topic resumes since last (the server answers recovered, or resync).
-  _deliver(sub, topic, events) {
+  _deliver(sub, topic, events, live = false) {
     let tx = [];
     for (const e of events) {
       if (e.tpos <= sub.last) continue;
@@ -355,14 +402,43 @@ export class SyncClient {
       }
       sub.last = e.tpos;
       tx.push(e);
-      if (e.tx_last) { this._apply(sub, tx); tx = []; }
+      if (e.tx_last) { this._apply(sub, tx, live); tx = []; }
     }
-    if (tx.length) this._apply(sub, tx);
+    if (tx.length) this._apply(sub, tx, live);
   }
 
-  _apply(sub, tx) {
+  _apply(sub, tx, live) {
     // Poison rows (error set) keep their position but carry no data to apply.
     const applicable = tx.filter((e) => !e.error);
-    if (applicable.length) sub.handlers.onEvents(applicable);
+    if (!applicable.length) return;
+    sub.handlers.onEvents(applicable);
+    if (live) this._sample(applicable[applicable.length - 1]);
+  }
+
+  // -- what the user sees ----------------------------------------------------------------
+
+  // One sample per latencySampleMs at most: commit -> applied (onEvents returned, the page
+  // updated), by the server's clock. Cheap: a clock read per transaction, and the parse
+  // only for the sampled one. The sample is the first transaction applied after the
+  // interval: when a transport hands over several at once (a browser's XHR delivers
+  // streamed bytes at most every 50 ms), the oldest of them, so the figure errs high.
+  _sample(event) {
+    if (this.latencySampleMs === null || !(this.latencySampleMs >= 0) || this.clockOffset === null) return;
+    const now = wallNow();
+    if (now - this.lastSample < this.latencySampleMs) return;
+    const committed = commitTimeMs(event.committed_at);
+    if (!Number.isFinite(committed)) return;
+    this.lastSample = now;
+    // Below zero only by the clock estimate's error: the latency was about nothing.
+    this.samples.push(Math.round(Math.max(0, now + this.clockOffset - committed) * 100) / 100);
+    if (this.samples.length >= this.latencyBatch) this._sendLatency();
+    else if (this.latencyTimer === null) this.latencyTimer = setTimeout(() => this._sendLatency(), this.latencyFlushMs);
+  }
+
+  _sendLatency() {
+    clearTimeout(this.latencyTimer);
+    this.latencyTimer = null;
+    // Samples taken while disconnected are dropped with the batch: they are only samples.
+    while (this.samples.length) this._send({ type: "latency", samples: this.samples.splice(0, LATENCY_MAX_BATCH) });
   }
 }
