@@ -9,7 +9,7 @@ Capture needs nothing here: the triggers record every write, whoever makes it.
 """
 from __future__ import annotations
 
-from django.db.models import Max
+from django.db import connection
 
 from .models import Checklist, Item, Membership
 from .ordering import position_changes, reorder
@@ -54,28 +54,85 @@ def delete_checklist(checklist: Checklist) -> None:
 
 # --- items ----------------------------------------------------------------------------
 
-def add_item(checklist: Checklist, text: str, *, done: bool = False, position: int | None = None) -> Item:
+# One statement per new item: the position (last unless given), the row, and what the
+# database decided (id, position, version: the version column's default) come back together.
+# bigint arithmetic: the largest position plus one must not overflow an integer.
+_INSERT_ITEM = """
+INSERT INTO checklists_item (checklist_id, text, done, position)
+VALUES (%(checklist)s, %(text)s, %(done)s, COALESCE(%(position)s,
+        (SELECT LEAST(COALESCE(MAX(position)::bigint + 1, 0), %(max)s) FROM checklists_item
+          WHERE checklist_id = %(checklist)s)))
+RETURNING id, position, version
+"""
+
+
+def _item_row(checklist_id: int, text: str, done: bool, position: int | None) -> dict:
+    return {"checklist": checklist_id, "text": text, "done": done, "position": position, "max": POSITION_MAX}
+
+
+def _built_item(checklist_id: int, text: str, done: bool, returned) -> Item:
+    pk, position, version = returned
+    item = Item(id=pk, checklist_id=checklist_id, text=text, done=done, position=position, version=version)
+    item._state.adding, item._state.db = False, "default"  # as if loaded: a later save() updates
+    return item
+
+
+def add_item(checklist: Checklist, text: str, *, done: bool = False, position: int | None = None,
+             locked: bool = False) -> Item:
     """A new item; without a position it goes last (after the largest position, or at the
-    largest possible one, where ties go by id: still last)."""
-    _lock(checklist)
-    if position is None:
-        last = checklist.items.aggregate(m=Max("position"))["m"]
-        position = 0 if last is None else min(last + 1, POSITION_MAX)
-    return _fresh(Item.objects.create(checklist=checklist, text=text, done=done, position=position))
+    largest possible one, where ties go by id: still last). locked=True: the caller holds
+    the checklist's row lock already."""
+    if not locked:
+        _lock(checklist)
+    with connection.cursor() as cur:
+        cur.execute(_INSERT_ITEM, _item_row(checklist.pk, text, done, position))
+        return _built_item(checklist.pk, text, done, cur.fetchone())
+
+
+def add_items(checklist: Checklist, rows: list[dict], *, locked: bool = False) -> list[Item]:
+    """Many new items (each {"text", "done"?, "position"?}), in order, as add_item would add
+    them one after the other: each item without a position goes after the ones before it.
+    The statements are pipelined (psycopg executemany): one round trip for the batch."""
+    if not locked:
+        _lock(checklist)
+    if not rows:
+        return []
+    params = [_item_row(checklist.pk, r["text"], r.get("done", False), r.get("position")) for r in rows]
+    with connection.cursor() as cur:
+        raw = cur.cursor  # psycopg's cursor: executemany with RETURNING gives one result per row
+        raw.executemany(_INSERT_ITEM, params, returning=True)
+        returned = []
+        while True:
+            returned.append(raw.fetchone())
+            if not raw.nextset():
+                break
+    return [_built_item(checklist.pk, p["text"], p["done"], r) for p, r in zip(params, returned)]
+
+
+_UPDATABLE = {"text": "text", "done": "done", "position": "position", "checklist_id": "checklist_id"}
 
 
 def update_item(item: Item, *, text: str | None = None, done: bool | None = None, position: int | None = None,
                 checklist_id: int | None = None) -> Item:
     """Change the given fields of a locked item. A new checklist_id moves it to that list
     (the caller checked the user may edit both): its viewers see a delete on the old
-    list's topic and an insert on the new one."""
+    list's topic and an insert on the new one. The version the trigger gives the row comes
+    back with the UPDATE (RETURNING): no second read."""
     fields = {"text": text, "done": done, "position": position, "checklist_id": checklist_id}
     changed = [name for name, value in fields.items() if value is not None]
+    if not changed:
+        return _fresh(item)
     for name in changed:
         setattr(item, name, fields[name])
-    if changed:
-        item.save(update_fields=changed)
-    return _fresh(item)
+    sets = ", ".join(f'"{_UPDATABLE[name]}" = %s' for name in changed)
+    with connection.cursor() as cur:
+        cur.execute(f"UPDATE checklists_item SET {sets} WHERE id = %s RETURNING version",
+                    [fields[name] for name in changed] + [item.pk])
+        row = cur.fetchone()
+    if row is None:
+        raise Item.DoesNotExist(f"item {item.pk} no longer exists")
+    item.version = row[0]
+    return item
 
 
 def move_item(checklist: Checklist, item_id: int, *, direction: str | None = None,

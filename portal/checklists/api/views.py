@@ -18,6 +18,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 
 from portal import provenance
@@ -68,8 +69,12 @@ class AtomicView(GenericAPIView):
         super().initial(request, *args, **kwargs)
         # DRF authenticated the request just now (the provenance middleware could not):
         # name the user, and the API token if one was used, before anything is written.
-        token_id = request.auth.pk if isinstance(request.auth, ApiToken) else None
-        provenance.set_request_provenance(request._request, request.user, token_id=token_id)
+        # Transaction-local: this request's transaction ends with it, whatever happens, so
+        # nothing needs clearing afterwards (portal/provenance.py). Safe methods write no
+        # tracked row and skip the statement.
+        if request.method not in SAFE_METHODS:
+            token_id = request.auth.pk if isinstance(request.auth, ApiToken) else None
+            provenance.set_request_provenance(request._request, request.user, token_id=token_id, local=True)
 
     def handle_exception(self, exc):
         response = super().handle_exception(exc)
@@ -103,6 +108,21 @@ def _with_etag(response: Response, version: int) -> Response:
 
 def _role_subquery(user):
     return Subquery(Membership.objects.filter(checklist=OuterRef("pk"), user_id=user.pk).values("role")[:1])
+
+
+def _locked_for_edit(request, pk: int, refusal: str) -> Checklist:
+    """The checklist, locked (FOR UPDATE: adds serialize on it, services.add_item), if the
+    user may edit it: 404 for a non-member, 403 for a viewer. One statement: the role and
+    the lock come together, and a non-member locks nothing."""
+    row = (
+        Checklist.objects.select_for_update(of=("self",)).filter(pk=pk, memberships__user_id=request.user.pk)
+        .values_list("memberships__role", "version").first()
+    )
+    if row is None:
+        raise exceptions.NotFound("No such checklist.")
+    role, version = row
+    _require(role in permissions.WRITE_ROLES, refusal)
+    return Checklist(pk=pk, version=version)
 
 
 def _checklist(request, pk: int, *, lock: bool = False) -> tuple[Checklist, str]:
@@ -209,11 +229,10 @@ class ItemListView(AtomicView):
     @extend_schema(responses={201: ItemSerializer})
     def post(self, request, pk: int):
         """Add an item (editors and owner). Without a position it goes last."""
-        checklist, role = _checklist(request, pk)
-        _require(permissions.can_edit(request.user, checklist), "Viewers cannot add items.")
+        checklist = _locked_for_edit(request, pk, "Viewers cannot add items.")
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        item = services.add_item(checklist, **serializer.validated_data)
+        item = services.add_item(checklist, **serializer.validated_data, locked=True)
         response = Response(self.get_serializer(item).data, status=status.HTTP_201_CREATED,
                             headers={"Location": f"/api/items/{item.pk}/"})
         return _with_etag(response, item.version)
@@ -223,9 +242,13 @@ class ItemDetailView(AtomicView):
     serializer_class = ItemUpdateSerializer
 
     def _item(self, request, pk: int, *, lock: bool = False) -> tuple[Item, str]:
-        qs = Item.objects.select_for_update() if lock else Item.objects
-        item = qs.filter(pk=pk).first()
-        role = permissions.role_of(request.user, item.checklist_id) if item else None
+        """The item and the user's role in its checklist, in one statement; 404 unless a member."""
+        qs = Item.objects.select_for_update(of=("self",)) if lock else Item.objects
+        item = qs.filter(pk=pk).annotate(
+            my_role=Subquery(Membership.objects.filter(checklist_id=OuterRef("checklist_id"), user_id=request.user.pk)
+                             .values("role")[:1])
+        ).first()
+        role = item.my_role if item else None
         if role is None:
             raise exceptions.NotFound("No such item.")
         return item, role
