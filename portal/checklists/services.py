@@ -89,24 +89,60 @@ def add_item(checklist: Checklist, text: str, *, done: bool = False, position: i
         return _built_item(checklist.pk, text, done, cur.fetchone())
 
 
-def add_items(checklist: Checklist, rows: list[dict], *, locked: bool = False) -> list[Item]:
-    """Many new items (each {"text", "done"?, "position"?}), in order, as add_item would add
-    them one after the other: each item without a position goes after the ones before it.
-    The statements are pipelined (psycopg executemany): one round trip for the batch."""
-    if not locked:
-        _lock(checklist)
-    if not rows:
+# An update of the fields a batch entry gives (NULL: keep). The version trigger keeps the
+# version of an update that changes nothing, so a no-op entry captures no event.
+_UPDATE_ITEM = """
+UPDATE checklists_item SET text = COALESCE(%(text)s, text), done = COALESCE(%(done)s, done),
+       position = COALESCE(%(position)s, position)
+ WHERE id = %(id)s
+RETURNING version
+"""
+
+
+def write_items(checklist: Checklist, entries: list[dict], current: dict[int, Item]) -> list[Item]:
+    """A batch of writes to one checklist, in order, in the caller's transaction: an entry
+    with an "id" updates that item (one of `current`: items of this checklist the caller
+    has locked), one without adds an item as add_item would (each new item without a
+    position goes after everything before it, earlier entries included). The caller holds
+    the checklist's lock. Returns the items as written, in the entries' order.
+
+    One statement per entry, in order (so the capture triggers write one outbox row per
+    entry, in the entries' order), sent as one pipeline: a round trip for the whole batch,
+    not one per entry."""
+    if not entries:
         return []
-    params = [_item_row(checklist.pk, r["text"], r.get("done", False), r.get("position")) for r in rows]
-    with connection.cursor() as cur:
-        raw = cur.cursor  # psycopg's cursor: executemany with RETURNING gives one result per row
-        raw.executemany(_INSERT_ITEM, params, returning=True)
-        returned = []
-        while True:
-            returned.append(raw.fetchone())
-            if not raw.nextset():
-                break
-    return [_built_item(checklist.pk, p["text"], p["done"], r) for p, r in zip(params, returned)]
+    connection.ensure_connection()
+    cursors = []
+    try:
+        with connection.connection.pipeline():
+            for entry in entries:
+                cur = connection.cursor()
+                cursors.append(cur)
+                if "id" in entry:
+                    cur.execute(_UPDATE_ITEM, {"id": entry["id"], "text": entry.get("text"), "done": entry.get("done"),
+                                               "position": entry.get("position")})
+                else:
+                    cur.execute(_INSERT_ITEM, _item_row(checklist.pk, entry["text"], entry.get("done", False),
+                                                        entry.get("position")))
+        returned = [cur.fetchone() for cur in cursors]
+    finally:
+        for cur in cursors:
+            cur.close()
+    items = []
+    for entry, row in zip(entries, returned):
+        if "id" in entry:
+            item = current[entry["id"]]
+            for name in ("text", "done", "position"):
+                if name in entry:
+                    setattr(item, name, entry[name])
+            item.version = row[0]
+            # A later entry may name the same item: it starts from this state. (The view
+            # refuses repeated ids, but this stays true without that rule.)
+            items.append(Item(id=item.pk, checklist_id=item.checklist_id, text=item.text, done=item.done,
+                              position=item.position, version=item.version))
+        else:
+            items.append(_built_item(checklist.pk, entry["text"], entry.get("done", False), row))
+    return items
 
 
 _UPDATABLE = {"text": "text", "done": "done", "position": "position", "checklist_id": "checklist_id"}

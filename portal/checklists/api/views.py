@@ -31,6 +31,9 @@ from ..models import Checklist, Item, Membership, checklist_topic
 from ..positions import checklist_tpos
 from . import etags
 from .serializers import (
+    BatchItemSerializer,
+    ItemBatchRequestSerializer,
+    ItemBatchResponseSerializer,
     ChecklistDetailSerializer,
     ChecklistSerializer,
     ErrorSerializer,
@@ -81,6 +84,9 @@ class AtomicView(GenericAPIView):
         version = getattr(exc, "current_version", None)
         if version is not None:
             response["ETag"] = etags.etag(version)
+        index = getattr(exc, "index", None)
+        if index is not None and isinstance(response.data, dict):
+            response.data["index"] = index  # which entry of a batch
         return response
 
 
@@ -111,11 +117,15 @@ def _role_subquery(user):
 
 
 def _locked_for_edit(request, pk: int, refusal: str) -> Checklist:
-    """The checklist, locked (FOR UPDATE: adds serialize on it, services.add_item), if the
-    user may edit it: 404 for a non-member, 403 for a viewer. One statement: the role and
-    the lock come together, and a non-member locks nothing."""
+    """The checklist, locked (adds serialize on it, services.add_item), if the user may edit
+    it: 404 for a non-member, 403 for a viewer. One statement: the role and the lock come
+    together, and a non-member locks nothing. FOR NO KEY UPDATE: it conflicts with itself
+    and with services._lock's FOR UPDATE, which is all adds need, but not with the KEY SHARE
+    lock a write elsewhere takes to check its foreign key to this list (an item moved here
+    while this request waits for that item's lock: no deadlock)."""
     row = (
-        Checklist.objects.select_for_update(of=("self",)).filter(pk=pk, memberships__user_id=request.user.pk)
+        Checklist.objects.select_for_update(of=("self",), no_key=True)
+        .filter(pk=pk, memberships__user_id=request.user.pk)
         .values_list("memberships__role", "version").first()
     )
     if row is None:
@@ -236,6 +246,81 @@ class ItemListView(AtomicView):
         response = Response(self.get_serializer(item).data, status=status.HTTP_201_CREATED,
                             headers={"Location": f"/api/items/{item.pk}/"})
         return _with_etag(response, item.version)
+
+
+MAX_BATCH = 500  # entries per batch request (docs/api.md)
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = f"At most {MAX_BATCH} items per batch."
+    default_code = "too_large"
+
+
+def _batch_error(index: int, field: str, message: str) -> exceptions.ValidationError:
+    return exceptions.ValidationError({"items": {str(index): {field: [message]}}})
+
+
+class ItemBatchView(AtomicView):
+    """Many item writes in one request and one transaction: all of them or none."""
+
+    serializer_class = ItemBatchRequestSerializer
+
+    @extend_schema(
+        operation_id="checklists_items_batch",
+        request=ItemBatchRequestSerializer,
+        responses={200: ItemBatchResponseSerializer,
+                   400: OpenApiResponse(description='Invalid entries: {"items": {"<index>": {"<field>": [...]}}}; '
+                                                    "nothing written."),
+                   412: OpenApiResponse(ErrorSerializer, description="An entry's version is stale (the response "
+                                                                     "names its index); nothing written."),
+                   413: OpenApiResponse(ErrorSerializer, description=f"More than {MAX_BATCH} entries.")},
+    )
+    def post(self, request, pk: int):
+        """Create and update up to 500 items of this checklist in one transaction (editors
+        and owner). Entries apply in order: with `id` an update of that item of this list
+        (only the fields given; `version`, if given, must be current), without `id` a new
+        item (without a position it goes last). Any invalid entry: 400 naming its index,
+        and nothing is written."""
+        checklist = _locked_for_edit(request, pk, "Viewers cannot change items.")
+        body = request.data
+        if not isinstance(body, dict):
+            raise exceptions.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+        unknown = sorted(str(k) for k in body if k != "items")
+        if unknown:
+            raise exceptions.ValidationError({k: ["Unknown field."] for k in unknown})
+        entries = body.get("items")
+        if not isinstance(entries, list):
+            raise exceptions.ValidationError({"items": ["Expected a list of items."]})
+        if len(entries) > MAX_BATCH:
+            raise PayloadTooLarge(f"At most {MAX_BATCH} items per batch; this one has {len(entries)}.")
+        serializer = BatchItemSerializer(data=entries, many=True)
+        if not serializer.is_valid():
+            errors = serializer.errors  # by index: a dict, or a list under DRF's older list format
+            pairs = errors.items() if isinstance(errors, dict) else enumerate(errors)
+            raise exceptions.ValidationError({"items": {str(i): e for i, e in pairs if e}})
+        entries = serializer.validated_data
+        first_index: dict[int, int] = {}
+        for index, entry in enumerate(entries):
+            if "id" in entry:
+                if entry["id"] in first_index:
+                    raise _batch_error(index, "id", f"The same item as entry {first_index[entry['id']]}.")
+                first_index[entry["id"]] = index
+        # Locked in id order: two batches over the same items wait, they do not deadlock.
+        current = {item.pk: item for item in
+                   Item.objects.select_for_update().filter(checklist_id=pk, pk__in=list(first_index)).order_by("pk")}
+        for item_id, index in first_index.items():
+            item = current.get(item_id)
+            if item is None:
+                raise _batch_error(index, "id", "No such item in this checklist.")
+            version = entries[index].get("version")
+            if version is not None and version != item.version:
+                exc = PreconditionFailed(f"Entry {index} (item {item_id}) changed: its current version is "
+                                         f"{item.version}.")
+                exc.index = index
+                raise exc
+        items = services.write_items(checklist, entries, current)
+        return Response({"items": ItemSerializer(items, many=True).data})
 
 
 class ItemDetailView(AtomicView):
