@@ -204,7 +204,7 @@ def measure(url: str, *, quick: bool) -> dict:
                             latencies_1.extend(result.latencies)
         set_capture(url, True)
         batch = {}
-        for clients in (1, 4):
+        for clients in (1, 8):
             result = http_load.run(port, clients, 2 * seconds, makers.batch_create, 200)
             batch[str(clients)] = {**result.summary(), "items_per_s": round(result.per_s * BATCH, 1)}
     finally:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-FIGURE_ORDER = ("capture", "writer_overhead", "relay_drain", "latency", "throughput", "fanout", "connections", "resume",
+FIGURE_ORDER = ("capture", "writer_overhead", "api", "relay_drain", "latency", "throughput", "fanout", "connections", "resume",
                 "faults")
 
 

@@ -32,7 +32,7 @@ CAVEAT = ("Measured on a shared 2-CPU machine: PostgreSQL, the daemons, the load
 # The last revision before issue 16's capture work: the "before" of the capture figures.
 CAPTURE_BASE = "dc207c9"
 OFFERED_DELIVERIES = 120_000  # per second, above the 100k/s target
-PHASES = ("capture", "relay_bench", "peers", "latency", "throughput", "faults", "resume", "fanout", "connections", "sockjs_peer")
+PHASES = ("capture", "relay_bench", "api", "peers", "latency", "throughput", "faults", "resume", "fanout", "connections", "sockjs_peer")
 
 
 class Run:
@@ -104,6 +104,14 @@ class Run:
                                                     "loss_pct": w["capture_relay_running_loss_pct"], **w}
                                 for w in writers},
         }
+
+    def api(self) -> None:
+        """Writes through the portal as deployed (gunicorn), capture on against off, beside
+        the relay and sync server of the run's stack (bench.api_bench)."""
+        from bench import api_bench
+
+        self.ensure_stack()
+        self.raw["api"] = api_bench.measure(self.ctx.url, quick=self.quick)
 
     def peers(self) -> None:
         from bench import latency, race
