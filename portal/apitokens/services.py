@@ -2,10 +2,13 @@
 revoke, list, and resolve a presented secret to its token."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -42,15 +45,42 @@ def active_tokens(user) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=user, revoked_at__isnull=True)
 
 
+@functools.cache
+def _token_query() -> tuple[str, list[str], list[str]]:
+    """The token-with-its-user lookup as SQL text, built once from the models.
+
+    Every API request runs it; the same ORM queryset (select_related, filter, first) cost
+    about 0.6 ms of CPU to build and compile per request, for a text that never changes.
+    Returns (sql, the token's attnames, the user's attnames), columns in that order."""
+    user_model = get_user_model()
+    qn = connection.ops.quote_name
+    token_fields = ApiToken._meta.concrete_fields
+    user_fields = user_model._meta.concrete_fields
+    columns = [f"t.{qn(f.column)}" for f in token_fields] + [f"u.{qn(f.column)}" for f in user_fields]
+    sql = (f"SELECT {', '.join(columns)} FROM {qn(ApiToken._meta.db_table)} t"
+           f" JOIN {qn(user_model._meta.db_table)} u ON u.{qn(user_model._meta.pk.column)} = t.{qn('user_id')}"
+           f" WHERE t.{qn('key_hash')} = %s AND t.{qn('revoked_at')} IS NULL")
+    return sql, [f.attname for f in token_fields], [f.attname for f in user_fields]
+
+
+def _find_active(key_hash: str) -> ApiToken | None:
+    """The unrevoked token with this hash, its user loaded, or None (key_hash is unique)."""
+    sql, token_names, user_names = _token_query()
+    with connection.cursor() as cur:
+        cur.execute(sql, [key_hash])
+        row = cur.fetchone()
+    if row is None:
+        return None
+    token = ApiToken.from_db(connection.alias, token_names, row[:len(token_names)])
+    token.user = get_user_model().from_db(connection.alias, user_names, row[len(token_names):])
+    return token
+
+
 def authenticate_key(key: str) -> ApiToken | None:
     """The active token whose secret is key (with its user loaded), or None."""
     if not key or len(key) > 200:
         return None
-    token = (
-        ApiToken.objects.select_related("user")
-        .filter(key_hash=hash_key(key), revoked_at__isnull=True)
-        .first()
-    )
+    token = _find_active(hash_key(key))
     if token is None or not token.user.is_active:
         return None
     now = timezone.now()

@@ -26,7 +26,7 @@ from portal.apitokens.models import ApiToken
 from portal.throttling import SyncTokenThrottle
 from runtime import tokens
 
-from .. import permissions, services
+from .. import lookups, permissions, services
 from ..models import Checklist, Item, Membership, checklist_topic
 from ..positions import checklist_tpos
 from . import etags
@@ -118,19 +118,11 @@ def _role_subquery(user):
 
 def _locked_for_edit(request, pk: int, refusal: str) -> Checklist:
     """The checklist, locked (adds serialize on it, services.add_item), if the user may edit
-    it: 404 for a non-member, 403 for a viewer. One statement: the role and the lock come
-    together, and a non-member locks nothing. FOR NO KEY UPDATE: it conflicts with itself
-    and with services._lock's FOR UPDATE, which is all adds need, but not with the KEY SHARE
-    lock a write elsewhere takes to check its foreign key to this list (an item moved here
-    while this request waits for that item's lock: no deadlock)."""
-    row = (
-        Checklist.objects.select_for_update(of=("self",), no_key=True)
-        .filter(pk=pk, memberships__user_id=request.user.pk)
-        .values_list("memberships__role", "version").first()
-    )
-    if row is None:
+    it: 404 for a non-member, 403 for a viewer. One statement (lookups.py)."""
+    found = lookups.role_locking_checklist(pk, request.user.pk)
+    if found is None:
         raise exceptions.NotFound("No such checklist.")
-    role, version = row
+    role, version = found
     _require(role in permissions.WRITE_ROLES, refusal)
     return Checklist(pk=pk, version=version)
 
@@ -328,15 +320,10 @@ class ItemDetailView(AtomicView):
 
     def _item(self, request, pk: int, *, lock: bool = False) -> tuple[Item, str]:
         """The item and the user's role in its checklist, in one statement; 404 unless a member."""
-        qs = Item.objects.select_for_update(of=("self",)) if lock else Item.objects
-        item = qs.filter(pk=pk).annotate(
-            my_role=Subquery(Membership.objects.filter(checklist_id=OuterRef("checklist_id"), user_id=request.user.pk)
-                             .values("role")[:1])
-        ).first()
-        role = item.my_role if item else None
-        if role is None:
+        found = lookups.item_with_role(pk, request.user.pk, lock=lock)
+        if found is None or found[1] is None:
             raise exceptions.NotFound("No such item.")
-        return item, role
+        return found
 
     @extend_schema(responses=ItemSerializer)
     def get(self, request, pk: int):
