@@ -29,25 +29,25 @@ def bob_client(client_for, bob, checklist):
     return client
 
 
-def test_item_create_costs_six_statements(bob_client, checklist, bob):
+def test_item_create_costs_five_statements(bob_client, checklist, bob):
     with CaptureQueriesContext(connection) as ctx:
         r = bob_client.post(f"/api/checklists/{checklist.pk}/items/", {"text": "Tea"}, format="json")
     assert r.status_code == 201, r.content
-    # BEGIN, the token with its user, provenance, the list's lock with bob's role, the
-    # INSERT (position and version returned), COMMIT.
-    assert statements(ctx) == ["BEGIN", "SELECT", "SELECT", "SELECT", "INSERT", "COMMIT"], ctx.captured_queries
+    # BEGIN, the token with its user (stating the provenance), the list's lock with bob's
+    # role, the INSERT (position and version returned), COMMIT.
+    assert statements(ctx) == ["BEGIN", "SELECT", "SELECT", "INSERT", "COMMIT"], ctx.captured_queries
     row = OutboxEvent.objects.order_by("-id").first()
     assert (row.op, row.source, row.actor) == ("insert", "api", f"user:{bob.pk}:token:{bob.api_tokens.get().pk}")
     assert r.json()["position"] == 2 and r.json()["version"] == 1
 
 
-def test_item_edit_costs_six_statements(bob_client, checklist):
+def test_item_edit_costs_five_statements(bob_client, checklist):
     item = checklist.items.first()
     with CaptureQueriesContext(connection) as ctx:
         r = bob_client.patch(f"/api/items/{item.pk}/", {"done": True}, format="json", HTTP_IF_MATCH='"1"')
     assert r.status_code == 200, r.content
-    # BEGIN, token, provenance, the item locked with bob's role, UPDATE ... RETURNING version, COMMIT.
-    assert statements(ctx) == ["BEGIN", "SELECT", "SELECT", "SELECT", "UPDATE", "COMMIT"], ctx.captured_queries
+    # BEGIN, token and provenance, the item locked with bob's role, UPDATE ... RETURNING version, COMMIT.
+    assert statements(ctx) == ["BEGIN", "SELECT", "SELECT", "UPDATE", "COMMIT"], ctx.captured_queries
     assert r["ETag"] == '"2"' and Item.objects.get(pk=item.pk).version == 2
 
 
@@ -59,5 +59,21 @@ def test_refused_create_writes_nothing_and_costs_no_more(bob_client, checklist, 
     with CaptureQueriesContext(connection) as ctx:
         r = viewer.post(f"/api/checklists/{checklist.pk}/items/", {"text": "Tea"}, format="json")
     assert r.status_code == 403
-    assert statements(ctx) == ["BEGIN", "SELECT", "SELECT", "SELECT", "ROLLBACK"], ctx.captured_queries
+    assert statements(ctx) == ["BEGIN", "SELECT", "SELECT", "ROLLBACK"], ctx.captured_queries
     assert OutboxEvent.objects.count() == before
+
+
+def test_session_authenticated_create_states_provenance_apart(checklist, bob):
+    """A browser session's API write: the session and user lookups, then provenance."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_login(bob)
+    with CaptureQueriesContext(connection) as ctx:
+        r = client.post(f"/api/checklists/{checklist.pk}/items/", {"text": "Tea"}, format="json")
+    assert r.status_code == 201
+    sql = [q["sql"] for q in ctx.captured_queries]
+    assert sum("set_config('outbox.actor'" in q for q in sql) == 1, sql
+    row = OutboxEvent.objects.order_by("-id").first()
+    assert (row.source, row.actor) == ("api", f"user:{bob.pk}")
+

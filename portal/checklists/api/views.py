@@ -74,8 +74,9 @@ class AtomicView(GenericAPIView):
         # name the user, and the API token if one was used, before anything is written.
         # Transaction-local: this request's transaction ends with it, whatever happens, so
         # nothing needs clearing afterwards (portal/provenance.py). Safe methods write no
-        # tracked row and skip the statement.
-        if request.method not in SAFE_METHODS:
+        # tracked row and skip the statement; token authentication stated it already, in
+        # the statement that found the token (portal/apitokens/services.py).
+        if request.method not in SAFE_METHODS and not getattr(request.auth, "provenance_stated", False):
             token_id = request.auth.pk if isinstance(request.auth, ApiToken) else None
             provenance.set_request_provenance(request._request, request.user, token_id=token_id, local=True)
 
