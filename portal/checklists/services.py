@@ -57,17 +57,17 @@ def delete_checklist(checklist: Checklist) -> None:
 # One statement per new item: the position (last unless given), the row, and what the
 # database decided (id, position, version: the version column's default) come back together.
 # bigint arithmetic: the largest position plus one must not overflow an integer.
+# Positional parameters (psycopg reorders named ones at a cost that shows in a batch).
 _INSERT_ITEM = """
 INSERT INTO checklists_item (checklist_id, text, done, position)
-VALUES (%(checklist)s, %(text)s, %(done)s, COALESCE(%(position)s,
-        (SELECT LEAST(COALESCE(MAX(position)::bigint + 1, 0), %(max)s) FROM checklists_item
-          WHERE checklist_id = %(checklist)s)))
+VALUES (%s, %s, %s, COALESCE(%s,
+        (SELECT LEAST(COALESCE(MAX(position)::bigint + 1, 0), %s) FROM checklists_item WHERE checklist_id = %s)))
 RETURNING id, position, version
 """
 
 
-def _item_row(checklist_id: int, text: str, done: bool, position: int | None) -> dict:
-    return {"checklist": checklist_id, "text": text, "done": done, "position": position, "max": POSITION_MAX}
+def _item_row(checklist_id: int, text: str, done: bool, position: int | None) -> list:
+    return [checklist_id, text, done, position, POSITION_MAX, checklist_id]
 
 
 def _built_item(checklist_id: int, text: str, done: bool, returned) -> Item:
@@ -92,9 +92,8 @@ def add_item(checklist: Checklist, text: str, *, done: bool = False, position: i
 # An update of the fields a batch entry gives (NULL: keep). The version trigger keeps the
 # version of an update that changes nothing, so a no-op entry captures no event.
 _UPDATE_ITEM = """
-UPDATE checklists_item SET text = COALESCE(%(text)s, text), done = COALESCE(%(done)s, done),
-       position = COALESCE(%(position)s, position)
- WHERE id = %(id)s
+UPDATE checklists_item SET text = COALESCE(%s, text), done = COALESCE(%s, done), position = COALESCE(%s, position)
+ WHERE id = %s
 RETURNING version
 """
 
@@ -119,8 +118,7 @@ def write_items(checklist: Checklist, entries: list[dict], current: dict[int, It
                 cur = connection.cursor()
                 cursors.append(cur)
                 if "id" in entry:
-                    cur.execute(_UPDATE_ITEM, {"id": entry["id"], "text": entry.get("text"), "done": entry.get("done"),
-                                               "position": entry.get("position")})
+                    cur.execute(_UPDATE_ITEM, [entry.get("text"), entry.get("done"), entry.get("position"), entry["id"]])
                 else:
                     cur.execute(_INSERT_ITEM, _item_row(checklist.pk, entry["text"], entry.get("done", False),
                                                         entry.get("position")))
