@@ -94,21 +94,46 @@ def set_capture(url: str, on: bool) -> None:
             conn.execute(f"ALTER TABLE checklists_item {verb} TRIGGER {trigger}")
 
 
-def worker_cpu_seconds(master_pid: int) -> float:
-    """User + system CPU of gunicorn's workers (the master's children), from /proc."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU of one process (all its threads) so far, from /proc; 0 if gone."""
     try:
-        children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    for pid in children:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pids(master_pid: int) -> list[str]:
+    """gunicorn's workers: the master's children."""
+    try:
+        return Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    except OSError:
+        return []
+
+
+class CpuMeter:
+    """CPU seconds each part spent during a cell: the portal's workers, this database's
+    PostgreSQL backends (the portal's and the relay's connections; other databases' on the
+    same server are not counted) and the stack's daemons (relay, broker, sync server)."""
+
+    def __init__(self, url: str, portal_pid: int, daemons: dict[str, int]):
+        self.url, self.portal_pid, self.daemons = url, portal_pid, daemons
+
+    def _pids(self) -> dict[str, list]:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            backends = [str(r[0]) for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+        return {"portal": worker_pids(self.portal_pid), "postgres": backends,
+                **{name: [str(pid)] for name, pid in self.daemons.items()}}
+
+    def sample(self) -> dict[str, dict[str, float]]:
+        return {part: {pid: cpu_seconds(pid) for pid in pids} for part, pids in self._pids().items()}
+
+    @staticmethod
+    def spent(before: dict, after: dict) -> dict[str, float]:
+        """Seconds per part between two samples (a process that appeared counts from 0)."""
+        return {part: sum(v - before.get(part, {}).get(pid, 0.0) for pid, v in now.items())
+                for part, now in after.items()}
 
 
 def login(port: int) -> dict[str, str]:
@@ -172,14 +197,16 @@ class Makers:
 KINDS = {"rest_create": 201, "rest_edit": 200, "form_create": 302, "form_edit": 302}
 
 
-def measure(url: str, *, quick: bool) -> dict:
-    """Every figure of the phase; bounded: about 70 s in full, 25 s quick."""
+def measure(url: str, *, quick: bool, daemons: dict[str, int] | None = None) -> dict:
+    """Every figure of the phase; bounded: about 80 s in full, 25 s quick. daemons: the
+    stack's processes by name, whose CPU per write is reported beside the portal's."""
     seconds = 0.5 if quick else 1.2
     rounds = 1 if quick else 2
     setup = prepare(url)
     portal, port = start_portal(url)
     try:
         makers = Makers(setup, login(port))
+        meter = CpuMeter(url, portal.pid, daemons or {})
         for kind in KINDS:  # warm every code path and connection of both workers
             http_load.run(port, 8, 0.3, getattr(makers, kind), KINDS[kind])
         best: dict[str, dict] = {}
@@ -190,12 +217,12 @@ def measure(url: str, *, quick: bool) -> dict:
                 mode = "on" if on else "off"
                 for kind, expect in KINDS.items():
                     for clients in CLIENTS:
-                        cpu0 = worker_cpu_seconds(portal.pid)
+                        cpu0 = meter.sample()
                         result = http_load.run(port, clients, seconds, getattr(makers, kind), expect)
-                        cpu = worker_cpu_seconds(portal.pid) - cpu0
+                        spent = meter.spent(cpu0, meter.sample())
                         key = f"{kind}/{clients}/{mode}"
-                        summary = {**result.summary(), "portal_cpu_ms_per_request":
-                                   round(1000 * cpu / result.ok, 2) if result.ok else None}
+                        summary = {**result.summary(), "cpu_ms_per_write": {
+                            part: round(1000 * v / result.ok, 3) if result.ok else None for part, v in spent.items()}}
                         if result.errors:
                             log.warning("%s: %d errors, first: %s", key, result.errors, result.first_error)
                         if key not in best or summary["per_s"] > best[key]["per_s"]:

@@ -70,6 +70,16 @@ def api(raw: dict) -> dict:
             rows.append(_row(f"1. {label}, {n} clients: % writes/s lost to capture "
                              f"(on {fmt_rate(on.get('per_s'))}/s; peer: off {fmt_rate(off.get('per_s'))}/s)",
                              loss, off.get("per_s"), "<= 10%", _le(loss, 10)))
+    def cpu(cell: dict) -> str | None:
+        parts = cell.get("cpu_ms_per_write") or {}
+        return " · ".join(f"{name} {v:.2f}" for name, v in sorted(parts.items()) if v is not None) or None
+
+    on8, off8 = cells.get("rest_create/8/on") or {}, cells.get("rest_create/8/off") or {}
+    if cpu(on8):
+        # Where capture's loss goes: CPU per write of each process, on a machine whose 2
+        # cores all of them share with the load clients.
+        rows.append(_row("1. CPU ms per REST create at 8 clients by process, capture on (peer: capture off)",
+                         cpu(on8), cpu(off8), "context", None))
     for n, b in sorted((a.get("batch") or {}).items()):
         rows.append(_row(f"1. Batch endpoint, {a.get('batch_size')} creates per request, {n} client(s): items/s "
                          f"(peer: single REST creates/s at {n})", b.get("items_per_s"),

@@ -111,7 +111,7 @@ class Run:
         from bench import api_bench
 
         self.ensure_stack()
-        self.raw["api"] = api_bench.measure(self.ctx.url, quick=self.quick)
+        self.raw["api"] = api_bench.measure(self.ctx.url, quick=self.quick, daemons=self.ctx.stack.pids())
 
     def peers(self) -> None:
         from bench import latency, race
