@@ -70,11 +70,17 @@ def _item_row(checklist_id: int, text: str, done: bool, position: int | None) ->
     return [checklist_id, text, done, position, POSITION_MAX, checklist_id]
 
 
+def _loaded_item(**fields) -> Item:
+    """An Item built from values the database returned, marked as loaded (a later save()
+    updates it rather than inserting)."""
+    item = Item(**fields)
+    item._state.adding, item._state.db = False, connection.alias
+    return item
+
+
 def _built_item(checklist_id: int, text: str, done: bool, returned) -> Item:
     pk, position, version = returned
-    item = Item(id=pk, checklist_id=checklist_id, text=text, done=done, position=position, version=version)
-    item._state.adding, item._state.db = False, "default"  # as if loaded: a later save() updates
-    return item
+    return _loaded_item(id=pk, checklist_id=checklist_id, text=text, done=done, position=position, version=version)
 
 
 def add_item(checklist: Checklist, text: str, *, done: bool = False, position: int | None = None,
@@ -136,8 +142,8 @@ def write_items(checklist: Checklist, entries: list[dict], current: dict[int, It
             item.version = row[0]
             # A later entry may name the same item: it starts from this state. (The view
             # refuses repeated ids, but this stays true without that rule.)
-            items.append(Item(id=item.pk, checklist_id=item.checklist_id, text=item.text, done=item.done,
-                              position=item.position, version=item.version))
+            items.append(_loaded_item(id=item.pk, checklist_id=item.checklist_id, text=item.text, done=item.done,
+                                      position=item.position, version=item.version))
         else:
             items.append(_built_item(checklist.pk, entry["text"], entry.get("done", False), row))
     return items
