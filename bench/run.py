@@ -32,7 +32,7 @@ CAVEAT = ("Measured on a shared 2-CPU machine: PostgreSQL, the daemons, the load
 # The last revision before issue 16's capture work: the "before" of the capture figures.
 CAPTURE_BASE = "dc207c9"
 OFFERED_DELIVERIES = 120_000  # per second, above the 100k/s target
-PHASES = ("capture", "relay_bench", "api", "peers", "latency", "throughput", "faults", "resume", "fanout", "connections", "sockjs_peer")
+PHASES = ("capture", "relay_bench", "peers", "latency", "api", "throughput", "faults", "resume", "fanout", "connections", "sockjs_peer")
 
 
 class Run:
@@ -107,7 +107,8 @@ class Run:
 
     def api(self) -> None:
         """Writes through the portal as deployed (gunicorn), capture on against off, beside
-        the relay and sync server of the run's stack (bench.api_bench)."""
+        the relay and sync server of the run's stack (bench.api_bench). After the peers:
+        they run without our stack."""
         from bench import api_bench
 
         self.ensure_stack()
