@@ -46,6 +46,52 @@ def writer_overhead(raw: dict) -> dict:
     return {"rows": rows, "ours": ours, "seed": seed}
 
 
+def api(raw: dict) -> dict:
+    """Writers through the portal as deployed (bench.api_bench): REST and form writes with
+    capture on against off, a single create's latency, the batch endpoint's items/s."""
+    a = raw.get("api") or {}
+    if not a:
+        return {"rows": []}
+    cells, losses = a.get("cells") or {}, a.get("loss_pct") or {}
+    one = a.get("rest_create_1") or {}
+    eight = (cells.get("rest_create/8/on") or {}).get("per_s")
+    rows = [_row("1. REST single-item create at 1 client, p50 ms (peer: p99 ms), capture on",
+                 one.get("p50_ms"), one.get("p99_ms"), "p50 <= 3 ms", _le(one.get("p50_ms"), 3)),
+            _row("1. REST creates/s at 8 clients, capture on (peer: capture off)", eight,
+                 (cells.get("rest_create/8/off") or {}).get("per_s"), ">= 400/s",
+                 None if eight is None else eight >= 400)]
+    labels = {"rest_create": "REST creates", "rest_edit": "REST edits", "form_create": "form adds (session + CSRF)",
+              "form_edit": "form edits (session + CSRF)"}
+    for kind, label in labels.items():
+        for n in ("1", "8", "32"):
+            on, off = cells.get(f"{kind}/{n}/on") or {}, cells.get(f"{kind}/{n}/off") or {}
+            if not on:
+                continue
+            loss = losses.get(f"{kind}/{n}")
+            rows.append(_row(f"1. {label}, {n} clients: % writes/s lost to capture "
+                             f"(on {fmt_rate(on.get('per_s'))}/s; peer: off {fmt_rate(off.get('per_s'))}/s)",
+                             loss, off.get("per_s"), "<= 10%", _le(loss, 10)))
+    def cpu(cell: dict) -> str | None:
+        parts = cell.get("cpu_ms_per_write") or {}
+        return " · ".join(f"{name} {v:.2f}" for name, v in sorted(parts.items()) if v is not None) or None
+
+    on8, off8 = cells.get("rest_create/8/on") or {}, cells.get("rest_create/8/off") or {}
+    if cpu(on8):
+        # Where capture's loss goes: CPU per write of each process, on a machine whose 2
+        # cores all of them share with the load clients.
+        rows.append(_row("1. CPU ms per REST create at 8 clients by process, capture on (peer: capture off)",
+                         cpu(on8), cpu(off8), "context", None))
+    for n, b in sorted((a.get("batch") or {}).items()):
+        rows.append(_row(f"1. Batch endpoint, {a.get('batch_size')} creates per request, {n} client(s): items/s "
+                         f"(peer: single REST creates/s at {n})", b.get("items_per_s"),
+                         (cells.get(f"rest_create/{n}/on") or {}).get("per_s"), "n/a (no target)", None))
+    return {"rows": rows, "measured": a}
+
+
+def fmt_rate(value) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
 def capture(raw: dict) -> dict:
     """Instructions a writer pays for capture (bench.writer_cost), before and after."""
     c = raw.get("capture") or {}
@@ -288,7 +334,8 @@ def scaleout(raw: dict) -> dict:
 
 def build(raw: dict, quick: bool = False) -> dict:
     figs = {
-        "capture": capture(raw), "writer_overhead": writer_overhead(raw), "relay_drain": relay_drain(raw), "latency": latency(raw),
+        "capture": capture(raw), "writer_overhead": writer_overhead(raw), "api": api(raw), "relay_drain": relay_drain(raw),
+        "latency": latency(raw),
         "throughput": throughput(raw), "fanout": fanout(raw), "connections": connections(raw),
         "resume": resume(raw), "faults": faults(raw), "scaleout": scaleout(raw),
     }

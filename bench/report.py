@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-FIGURE_ORDER = ("capture", "writer_overhead", "relay_drain", "latency", "throughput", "fanout", "connections", "resume",
-                "faults", "scaleout")
+FIGURE_ORDER = ("capture", "writer_overhead", "api", "relay_drain", "latency", "throughput", "fanout",
+                "connections", "resume", "faults", "scaleout")
 
 
 def fmt(value: Any) -> str:

@@ -35,8 +35,8 @@ CAPTURE_BASE = "dc207c9"
 FANOUT_LEVELS = [50_000, 100_000, 150_000, 200_000, 300_000, 400_000, 600_000]
 FANOUT_LEVELS_QUICK = [50_000, 100_000, 200_000]
 FANOUT_BUDGET_S = 150  # per server and size
-PHASES = ("capture", "relay_bench", "peers", "latency", "page", "throughput", "faults", "resume", "fanout", "connections",
-          "sockjs_peer", "scaleout")
+PHASES = ("capture", "relay_bench", "peers", "latency", "page", "api", "throughput", "faults", "resume", "fanout",
+          "connections", "sockjs_peer", "scaleout")
 
 
 class Run:
@@ -108,6 +108,15 @@ class Run:
                                                     "loss_pct": w["capture_relay_running_loss_pct"], **w}
                                 for w in writers},
         }
+
+    def api(self) -> None:
+        """Writes through the portal as deployed (gunicorn), capture on against off, beside
+        the relay and sync server of the run's stack (bench.api_bench). After the peers:
+        they run without our stack."""
+        from bench import api_bench
+
+        self.ensure_stack()
+        self.raw["api"] = api_bench.measure(self.ctx.url, quick=self.quick, daemons=self.ctx.stack.pids())
 
     def peers(self) -> None:
         from bench import latency, race

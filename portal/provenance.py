@@ -1,13 +1,18 @@
 """Who is writing: tells the capture triggers the actor, source and request id of every
 write the portal makes.
 
-Why connection-level settings (set_config(..., false)) reset in a `finally`, and not
-transaction-local ones: this middleware runs outside the view's transaction (the API
-opens its own `transaction.atomic`, the admin opens several), and a transaction-local
-setting made here would vanish at the end of this statement's implicit transaction.
-Connection-level settings last until cleared; the `finally` clears them before the
-connection (kept open by CONN_MAX_AGE) serves another request. If clearing fails the
-connection is closed instead, which discards its settings too.
+Web UI and admin requests: connection-level settings (set_config(..., false)) reset in a
+`finally`, and not transaction-local ones: this middleware runs outside the view's
+transaction (the admin opens several), and a transaction-local setting made here would
+vanish at the end of this statement's implicit transaction. Connection-level settings last
+until cleared; the `finally` clears them before the connection (kept open by CONN_MAX_AGE)
+serves another request. If clearing fails the connection is closed instead, which discards
+its settings too.
+
+API requests (/api/): every API view that writes runs in one transaction of its own
+(portal/checklists/api/views.py, AtomicView) and states the provenance there, once DRF has
+authenticated the user, transaction-locally: the commit or rollback forgets it, so the
+middleware has nothing to set or clear and a token request costs no extra statement.
 
 Management commands: `manage.py` calls `configure_for_command(argv)` before Django
 starts. For any command but the servers it sets a process-wide default ("shell",
@@ -72,21 +77,23 @@ def actor_for(user, token_id: int | None = None) -> str | None:
     return actor
 
 
-def set_request_provenance(request: HttpRequest, user, *, token_id: int | None = None) -> None:
-    """(Re)state the provenance of this request once its user is known (token auth)."""
+def set_request_provenance(request: HttpRequest, user, *, token_id: int | None = None, local: bool = False) -> None:
+    """State the provenance of this request (local=True: for the current transaction only)."""
     set_provenance(
         actor=actor_for(user, token_id),
         source=source_for_path(request.path),
         request_id=getattr(request, "request_id", None),
+        local=local,
     )
 
 
 class ProvenanceMiddleware:
     """Place after AuthenticationMiddleware, so session users are known.
 
-    API requests are authenticated by DRF, inside the view: the middleware names no
-    actor for them and the API view states it once DRF knows the user (and token).
-    Not touching request.user here also keeps a token request from loading a session.
+    API requests are authenticated by DRF, inside the view: the middleware only names
+    their request id, and the API view states the provenance in its transaction once DRF
+    knows the user (and token). Not touching request.user here also keeps a token request
+    from loading a session.
     """
 
     def __init__(self, get_response):
@@ -94,8 +101,11 @@ class ProvenanceMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
-        api = source_for_path(request.path) == "api"
-        set_request_provenance(request, None if api else getattr(request, "user", None))
+        if source_for_path(request.path) == "api":
+            response = self.get_response(request)
+            response[REQUEST_ID_HEADER] = request.request_id
+            return response
+        set_request_provenance(request, getattr(request, "user", None))
         try:
             response = self.get_response(request)
         finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rest_framework import authentication, exceptions
 
+from portal.provenance import source_for_path
 from portal.throttling import TokenFailureLimiter
 
 from .services import authenticate_key
@@ -32,7 +33,11 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         except UnicodeDecodeError:
             limiter.record_failure(request)
             raise exceptions.AuthenticationFailed("Invalid token.") from None
-        token = authenticate_key(key)
+        # Within the API's request transaction (portal/checklists/api/views.py, AtomicView),
+        # the lookup names the writer for the capture triggers in the same statement.
+        django_request = request._request
+        token = authenticate_key(key, provenance=(source_for_path(django_request.path),
+                                                  getattr(django_request, "request_id", None)))
         if token is None:
             limiter.record_failure(request)
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")

@@ -59,6 +59,10 @@ class Item(models.Model):
 
     class Meta:
         ordering = ["position", "id"]
+        # A list's items in their order, and its last position (where a new item goes:
+        # services.add_item reads MAX(position) at every add, which without this index
+        # reads every item of the list).
+        indexes = [models.Index(fields=["checklist", "position", "id"], name="item_checklist_position")]
 
     def __str__(self) -> str:
         return self.text

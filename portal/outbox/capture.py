@@ -27,10 +27,11 @@ def set_provenance(*, actor: str | None, source: str, request_id: str | None, lo
 
 
 def clear_provenance() -> None:
-    """Forget connection-level provenance, so a later writer on this connection records 'sql'."""
-    set_provenance(actor=None, source="sql", request_id=None)
+    """Forget connection-level provenance, so a later writer on this connection records 'sql'
+    (the triggers read an empty source as 'sql'). One statement: it runs after every request."""
     with connection.cursor() as cur:
-        cur.execute("SELECT set_config('outbox.source', '', false)")
+        cur.execute("SELECT set_config('outbox.actor', '', false), set_config('outbox.source', '', false),"
+                    " set_config('outbox.request_id', '', false)")
 
 
 def emit(topic: str, type: str, payload: dict[str, Any], *, entity_id: str = "") -> int:

@@ -4,6 +4,7 @@ Writable fields are strict about JSON types, and a body naming a field the seria
 does not know is rejected (400 naming it) rather than silently ignored. Read-only
 fields (id, version, ...) may be sent back as received; they are ignored.
 """
+import copy
 from collections.abc import Mapping
 
 from django.contrib.auth import get_user_model
@@ -11,6 +12,22 @@ from rest_framework import serializers
 
 from ..models import TEXT_MAX, TITLE_MAX, Checklist, Item, Membership
 from .fields import StrictBooleanField, StrictCharField, StrictIntegerField
+
+
+class CachedModelFields:
+    """ModelSerializer.get_fields() introspects the model on every serializer instance (two
+    per write: the input and the response), about half a millisecond of a create's CPU.
+    Its answer depends only on the class (Meta and the declared fields), so it is built
+    once per class and each instance gets fresh copies (fields are bound to their
+    serializer, as DRF's declared fields are copied)."""
+
+    def get_fields(self):
+        cls = type(self)
+        prototype = cls.__dict__.get("_fields_prototype")
+        if prototype is None:
+            prototype = super().get_fields()
+            cls._fields_prototype = prototype
+        return copy.deepcopy(prototype)
 
 
 class RejectUnknownFields:
@@ -32,7 +49,7 @@ class RejectUnknownFields:
         return value
 
 
-class ItemSerializer(RejectUnknownFields, serializers.ModelSerializer):
+class ItemSerializer(RejectUnknownFields, CachedModelFields, serializers.ModelSerializer):
     checklist = serializers.IntegerField(source="checklist_id", read_only=True)
     text = StrictCharField(max_length=TEXT_MAX)
     done = StrictBooleanField(required=False)
@@ -50,7 +67,36 @@ class ItemUpdateSerializer(ItemSerializer):
     checklist = StrictIntegerField(source="checklist_id", required=False, min_value=1, max_value=2**63 - 1)
 
 
-class ChecklistSerializer(RejectUnknownFields, serializers.ModelSerializer):
+class BatchItemSerializer(ItemSerializer):
+    """One entry of a batch: with `id`, an update of that item (the fields given; `version`,
+    if given, must be the item's current version, as If-Match); without, a new item."""
+
+    id = StrictIntegerField(required=False, min_value=1, max_value=2**63 - 1,
+                            help_text="An item of this checklist to update; omit to create one.")
+    text = StrictCharField(max_length=TEXT_MAX, required=False, help_text="Required for a new item.")
+    version = StrictIntegerField(required=False, min_value=1, max_value=2**63 - 1,
+                                 help_text="Update only if the item is still at this version (else 412).")
+
+    class Meta(ItemSerializer.Meta):
+        read_only_fields = []
+
+    def validate(self, attrs):
+        if "id" not in attrs and "text" not in attrs:
+            raise serializers.ValidationError({"text": ["This field is required for a new item."]})
+        if "id" not in attrs and "version" in attrs:
+            raise serializers.ValidationError({"version": ["Only an update (with id) has a version."]})
+        return attrs
+
+
+class ItemBatchRequestSerializer(serializers.Serializer):
+    items = BatchItemSerializer(many=True, help_text="At most 500 entries, applied in order.")
+
+
+class ItemBatchResponseSerializer(serializers.Serializer):
+    items = ItemSerializer(many=True, help_text="Each item as written, in the order of the request.")
+
+
+class ChecklistSerializer(RejectUnknownFields, CachedModelFields, serializers.ModelSerializer):
     title = StrictCharField(max_length=TITLE_MAX)
     owner = serializers.CharField(source="owner.username", read_only=True)
     role = serializers.SerializerMethodField()
@@ -76,7 +122,7 @@ class ChecklistDetailSerializer(ChecklistSerializer):
         fields = ChecklistSerializer.Meta.fields + ["items", "tpos"]
 
 
-class MembershipSerializer(RejectUnknownFields, serializers.ModelSerializer):
+class MembershipSerializer(RejectUnknownFields, CachedModelFields, serializers.ModelSerializer):
     username = StrictCharField(source="user.username", max_length=150)
     user_id = serializers.IntegerField(read_only=True)
     role = serializers.ChoiceField(choices=[Membership.EDITOR, Membership.VIEWER], default=Membership.EDITOR)

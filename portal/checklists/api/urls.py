@@ -9,6 +9,7 @@ urlpatterns = [
     path("checklists/", views.ChecklistListView.as_view(), name="api-checklists"),
     path("checklists/<int:pk>/", views.ChecklistDetailView.as_view(), name="api-checklist"),
     path("checklists/<int:pk>/items/", views.ItemListView.as_view(), name="api-checklist-items"),
+    path("checklists/<int:pk>/items/batch/", views.ItemBatchView.as_view(), name="api-checklist-items-batch"),
     path("checklists/<int:pk>/members/", views.MemberListView.as_view(), name="api-checklist-members"),
     path("checklists/<int:pk>/members/<str:username>/", views.MemberDetailView.as_view(), name="api-checklist-member"),
     path("items/<int:pk>/", views.ItemDetailView.as_view(), name="api-item"),

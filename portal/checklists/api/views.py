@@ -18,6 +18,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 
 from portal import provenance
@@ -25,11 +26,14 @@ from portal.apitokens.models import ApiToken
 from portal.throttling import SyncTokenThrottle
 from runtime import tokens
 
-from .. import permissions, services
+from .. import lookups, permissions, services
 from ..models import Checklist, Item, Membership, checklist_topic
 from ..positions import checklist_tpos
 from . import etags
 from .serializers import (
+    BatchItemSerializer,
+    ItemBatchRequestSerializer,
+    ItemBatchResponseSerializer,
     ChecklistDetailSerializer,
     ChecklistSerializer,
     ErrorSerializer,
@@ -68,14 +72,22 @@ class AtomicView(GenericAPIView):
         super().initial(request, *args, **kwargs)
         # DRF authenticated the request just now (the provenance middleware could not):
         # name the user, and the API token if one was used, before anything is written.
-        token_id = request.auth.pk if isinstance(request.auth, ApiToken) else None
-        provenance.set_request_provenance(request._request, request.user, token_id=token_id)
+        # Transaction-local: this request's transaction ends with it, whatever happens, so
+        # nothing needs clearing afterwards (portal/provenance.py). Safe methods write no
+        # tracked row and skip the statement; token authentication stated it already, in
+        # the statement that found the token (portal/apitokens/services.py).
+        if request.method not in SAFE_METHODS and not getattr(request.auth, "provenance_stated", False):
+            token_id = request.auth.pk if isinstance(request.auth, ApiToken) else None
+            provenance.set_request_provenance(request._request, request.user, token_id=token_id, local=True)
 
     def handle_exception(self, exc):
         response = super().handle_exception(exc)
         version = getattr(exc, "current_version", None)
         if version is not None:
             response["ETag"] = etags.etag(version)
+        index = getattr(exc, "index", None)
+        if index is not None and isinstance(response.data, dict):
+            response.data["index"] = index  # which entry of a batch
         return response
 
 
@@ -103,6 +115,17 @@ def _with_etag(response: Response, version: int) -> Response:
 
 def _role_subquery(user):
     return Subquery(Membership.objects.filter(checklist=OuterRef("pk"), user_id=user.pk).values("role")[:1])
+
+
+def _locked_for_edit(request, pk: int, refusal: str) -> Checklist:
+    """The checklist, locked (adds serialize on it, services.add_item), if the user may edit
+    it: 404 for a non-member, 403 for a viewer. One statement (lookups.py)."""
+    found = lookups.role_locking_checklist(pk, request.user.pk)
+    if found is None:
+        raise exceptions.NotFound("No such checklist.")
+    role, version = found
+    _require(role in permissions.WRITE_ROLES, refusal)
+    return Checklist(pk=pk, version=version)
 
 
 def _checklist(request, pk: int, *, lock: bool = False) -> tuple[Checklist, str]:
@@ -209,26 +232,99 @@ class ItemListView(AtomicView):
     @extend_schema(responses={201: ItemSerializer})
     def post(self, request, pk: int):
         """Add an item (editors and owner). Without a position it goes last."""
-        checklist, role = _checklist(request, pk)
-        _require(permissions.can_edit(request.user, checklist), "Viewers cannot add items.")
+        checklist = _locked_for_edit(request, pk, "Viewers cannot add items.")
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        item = services.add_item(checklist, **serializer.validated_data)
+        item = services.add_item(checklist, **serializer.validated_data, locked=True)
         response = Response(self.get_serializer(item).data, status=status.HTTP_201_CREATED,
                             headers={"Location": f"/api/items/{item.pk}/"})
         return _with_etag(response, item.version)
+
+
+MAX_BATCH = 500  # entries per batch request (docs/api.md)
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = f"At most {MAX_BATCH} items per batch."
+    default_code = "too_large"
+
+
+def _batch_error(index: int, field: str, message: str) -> exceptions.ValidationError:
+    return exceptions.ValidationError({"items": {str(index): {field: [message]}}})
+
+
+class ItemBatchView(AtomicView):
+    """Many item writes in one request and one transaction: all of them or none."""
+
+    serializer_class = ItemBatchRequestSerializer
+
+    @extend_schema(
+        operation_id="checklists_items_batch",
+        request=ItemBatchRequestSerializer,
+        responses={200: ItemBatchResponseSerializer,
+                   400: OpenApiResponse(description='Invalid entries: {"items": {"<index>": {"<field>": [...]}}}; '
+                                                    "nothing written."),
+                   412: OpenApiResponse(ErrorSerializer, description="An entry's version is stale (the response "
+                                                                     "names its index); nothing written."),
+                   413: OpenApiResponse(ErrorSerializer, description=f"More than {MAX_BATCH} entries.")},
+    )
+    def post(self, request, pk: int):
+        """Create and update up to 500 items of this checklist in one transaction (editors
+        and owner). Entries apply in order: with `id` an update of that item of this list
+        (only the fields given; `version`, if given, must be current), without `id` a new
+        item (without a position it goes last). Any invalid entry: 400 naming its index,
+        and nothing is written."""
+        checklist = _locked_for_edit(request, pk, "Viewers cannot change items.")
+        body = request.data
+        if not isinstance(body, dict):
+            raise exceptions.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+        unknown = sorted(str(k) for k in body if k != "items")
+        if unknown:
+            raise exceptions.ValidationError({k: ["Unknown field."] for k in unknown})
+        entries = body.get("items")
+        if not isinstance(entries, list):
+            raise exceptions.ValidationError({"items": ["Expected a list of items."]})
+        if len(entries) > MAX_BATCH:
+            raise PayloadTooLarge(f"At most {MAX_BATCH} items per batch; this one has {len(entries)}.")
+        serializer = BatchItemSerializer(data=entries, many=True)
+        if not serializer.is_valid():
+            errors = serializer.errors  # by index: a dict, or a list under DRF's older list format
+            pairs = errors.items() if isinstance(errors, dict) else enumerate(errors)
+            raise exceptions.ValidationError({"items": {str(i): e for i, e in pairs if e}})
+        entries = serializer.validated_data
+        first_index: dict[int, int] = {}
+        for index, entry in enumerate(entries):
+            if "id" in entry:
+                if entry["id"] in first_index:
+                    raise _batch_error(index, "id", f"The same item as entry {first_index[entry['id']]}.")
+                first_index[entry["id"]] = index
+        # Locked in id order: two batches over the same items wait, they do not deadlock.
+        current = {item.pk: item for item in
+                   Item.objects.select_for_update().filter(checklist_id=pk, pk__in=list(first_index)).order_by("pk")}
+        for item_id, index in first_index.items():
+            item = current.get(item_id)
+            if item is None:
+                raise _batch_error(index, "id", "No such item in this checklist.")
+            version = entries[index].get("version")
+            if version is not None and version != item.version:
+                exc = PreconditionFailed(f"Entry {index} (item {item_id}) changed: its current version is "
+                                         f"{item.version}.")
+                exc.index = index
+                raise exc
+        items = services.write_items(checklist, entries, current)
+        return Response({"items": ItemSerializer(items, many=True).data})
 
 
 class ItemDetailView(AtomicView):
     serializer_class = ItemUpdateSerializer
 
     def _item(self, request, pk: int, *, lock: bool = False) -> tuple[Item, str]:
-        qs = Item.objects.select_for_update() if lock else Item.objects
-        item = qs.filter(pk=pk).first()
-        role = permissions.role_of(request.user, item.checklist_id) if item else None
-        if role is None:
+        """The item and the user's role in its checklist, in one statement; 404 unless a member."""
+        found = lookups.item_with_role(pk, request.user.pk, lock=lock)
+        if found is None or found[1] is None:
             raise exceptions.NotFound("No such item.")
-        return item, role
+        return found
 
     @extend_schema(responses=ItemSerializer)
     def get(self, request, pk: int):
