@@ -207,8 +207,11 @@ def throughput(raw: dict) -> dict:
           and s.get("achieved_rate", 0) >= 0.9 * s["rate"]]
     best = max(ok, key=lambda s: s["achieved_rate"], default=None)
     value = best["achieved_rate"] if best else (None if not steps else 0)
-    rows = [_row("4. Sustained end-to-end events/s with p99 < 100 ms", value, None, ">= 10,000/s",
-                 None if value is None else value >= 10_000)]
+    # The ramp's 15,000/s step counts as sustained when it passes (>= 90% achieved, p99 < 100
+    # ms, nothing lost); the target (issue 16) is that step.
+    reached = max((s["rate"] for s in ok), default=None)
+    rows = [_row("4. Sustained end-to-end events/s with p99 < 100 ms", value, None, ">= 15,000/s (that step passed)",
+                 None if value is None else (reached or 0) >= 15_000)]
     return {"rows": rows, "steps": steps, "chart": {"throughput": {"ours end-to-end (ev/s, p99<100ms)": value}}}
 
 
