@@ -16,7 +16,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from stack.balancer import Backend, haproxy_config
 from stack.cluster import Cluster
 from stack.sockjs_client import connect
-from tests.syncserver.harness import ORIGIN, SECRET, token
+from tests.syncserver.harness import ORIGIN, SECRET, django_call, token
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 needs_haproxy = pytest.mark.skipif(shutil.which(HAPROXY) is None, reason="apt-get install haproxy")
@@ -42,17 +42,6 @@ def test_sessions_hash_on_the_server_id_segment_and_websockets_are_balanced():
     assert "path,field(4,/)" in deeper
     with pytest.raises(ValueError):
         haproxy_config(8001, [])
-
-
-def _write(fn):
-    from django.db import connection
-
-    def run():
-        try:
-            return fn()
-        finally:
-            connection.close()
-    return asyncio.to_thread(run)
 
 
 async def _connections(http: AsyncHTTPClient, cluster: Cluster) -> dict[str, int]:
@@ -88,7 +77,7 @@ async def _routed_everywhere(http: AsyncHTTPClient, cluster: Cluster, but: str, 
     """Until every sync server but `but` has routed everything committed so far (else a
     lagging server would answer a resume with `subscribed` and send the rest live: nothing
     lost, but not the `recovered` this test is about)."""
-    top = await _write(_sequenced)
+    top = await django_call(_sequenced)
     deadline = time.monotonic() + timeout
     for name, proc in cluster.syncs.items():
         if name == but or not proc.alive():
@@ -138,16 +127,16 @@ def test_a_client_resumes_on_another_server_with_recovered(balanced, fault):
 
     async def scenario():
         http = AsyncHTTPClient(force_instance=True)
-        user = await _write(lambda: User.objects.create_user("alice", password="x"))
+        user = await django_call(lambda: User.objects.create_user("alice", password="x"))
 
         def new_list():
             with transaction.atomic():
                 checklist = Checklist.objects.create(title="Balanced", owner=user)
                 Membership.objects.create(checklist=checklist, user=user, role=Membership.OWNER)
             return checklist
-        checklist = await _write(new_list)
+        checklist = await django_call(new_list)
         topic = checklist_topic(checklist.pk)
-        await _write(_sequenced)  # else the membership's start is unknown yet: resync
+        await django_call(_sequenced)  # else the membership's start is unknown yet: resync
         clients = {}
         for transport in ("websocket", "xhr_streaming", "xhr"):
             before = await _connections(http, cluster)
@@ -160,7 +149,7 @@ def test_a_client_resumes_on_another_server_with_recovered(balanced, fault):
             on = [name for name in after if after[name] > before.get(name, 0)]
             assert len(on) == 1, (before, after)
             clients[transport] = (c, on[0])
-        await _write(lambda: Item.objects.create(checklist=checklist, text="before", position=0))
+        await django_call(lambda: Item.objects.create(checklist=checklist, text="before", position=0))
         last = {}
         for transport, (c, _server) in clients.items():
             _kinds, events = await _events_until(c, 1)
@@ -182,7 +171,7 @@ def test_a_client_resumes_on_another_server_with_recovered(balanced, fault):
                 assert time.monotonic() < deadline, "a draining server kept answering 200 on /healthz"
                 await asyncio.sleep(0.05)
         # Writes while its clients are cut off: they must come back as `recovered`.
-        await _write(lambda: [Item.objects.create(checklist=checklist, text=f"during {i}", position=i + 1)
+        await django_call(lambda: [Item.objects.create(checklist=checklist, text=f"during {i}", position=i + 1)
                               for i in range(3)])
         await _routed_everywhere(http, cluster, but=victim)
         moved = [t for t, (_c, server) in clients.items() if server == victim]

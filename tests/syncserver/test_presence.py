@@ -14,7 +14,7 @@ import pytest
 from stack.cluster import Cluster
 from stack.sockjs_client import connect
 from syncserver import presence as presence_module
-from tests.syncserver.harness import ORIGIN, SECRET, token
+from tests.syncserver.harness import ORIGIN, SECRET, django_call, token
 
 
 def test_summary_is_one_entry_per_user_with_tabs_and_the_earliest_since():
@@ -30,17 +30,6 @@ def test_subscribe_takes_presence_as_a_boolean_only():
     assert protocol.parse('{"type":"subscribe","topic":"t","since":0}', 1000).presence is False
     with pytest.raises(protocol.ProtocolError):
         protocol.parse('{"type":"subscribe","topic":"t","since":0,"presence":"yes"}', 1000)
-
-
-def _write(fn):
-    from django.db import connection
-
-    def run():
-        try:
-            return fn()
-        finally:
-            connection.close()
-    return asyncio.to_thread(run)
 
 
 class Tab:
@@ -110,7 +99,7 @@ def test_presence_across_two_servers_authority_removal_and_kill_9(db_url):
         one, two = cluster.sync_url_of("syncserver"), cluster.sync_url_of("syncserver-2")
 
         async def scenario():
-            alice, bob, carol = [await _write(lambda n=n: User.objects.create_user(n, password="x"))
+            alice, bob, carol = [await django_call(lambda n=n: User.objects.create_user(n, password="x"))
                                  for n in ("alice", "bob", "carol")]
 
             def new_list():
@@ -119,7 +108,7 @@ def test_presence_across_two_servers_authority_removal_and_kill_9(db_url):
                     Membership.objects.create(checklist=checklist, user=alice, role=Membership.OWNER)
                     Membership.objects.create(checklist=checklist, user=bob, role=Membership.EDITOR)
                 return checklist
-            checklist = await _write(new_list)
+            checklist = await django_call(new_list)
             topic = checklist_topic(checklist.pk)
 
             async def open_tab(url, user, label, transport="websocket"):
@@ -145,7 +134,7 @@ def test_presence_across_two_servers_authority_removal_and_kill_9(db_url):
             assert "carol" not in tabs(a1.presence[-1])
 
             # Removing bob: his subscription ends, he leaves everyone's list, he gets nothing more.
-            await _write(lambda: Membership.objects.filter(checklist=checklist, user=bob).delete())
+            await django_call(lambda: Membership.objects.filter(checklist=checklist, user=bob).delete())
             await a1.until(lambda u: tabs(u) == {"alice": 2})
             after = await b2.quiet(1.5)
             assert "revoked" in after

@@ -17,7 +17,7 @@ from stack.cluster import Cluster
 from stack.keys import KeySet
 from stack.processes import python_module
 from stack.sockjs_client import connect
-from tests.syncserver.harness import ORIGIN, SECRET, token
+from tests.syncserver.harness import ORIGIN, SECRET, django_call, token
 
 
 @pytest.mark.parametrize("env", [{"SYNC_PORT": "x"}, {"SYNC_ALLOWED_ORIGINS": "*"}, {"SYNC_TRANSPORTS": "smoke"}])
@@ -27,18 +27,6 @@ def test_bad_configuration_is_one_line_and_exit_2(env):
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert proc.stderr.startswith("syncserver: ") and proc.stderr.count("\n") == 1
-
-
-def _write(fn):
-    """Run Django ORM code off the event loop (Django refuses sync DB calls inside it)."""
-    from django.db import connection
-
-    def run():
-        try:
-            return fn()
-        finally:
-            connection.close()
-    return asyncio.to_thread(run)
 
 
 def _wait_sequenced(url: str, topic: str, timeout: float = 15.0) -> None:
@@ -73,7 +61,7 @@ def _end_to_end(cluster: Cluster) -> None:
     base, sockjs_url = cluster.sync_base, cluster.sockjs_url
 
     async def scenario():
-        user = await _write(lambda: User.objects.create_user("alice", password="x"))
+        user = await django_call(lambda: User.objects.create_user("alice", password="x"))
 
         def new_list():
             # One transaction, as the portal does: the owner's membership begins with the
@@ -82,7 +70,7 @@ def _end_to_end(cluster: Cluster) -> None:
                 checklist = Checklist.objects.create(title="Groceries", owner=user)
                 Membership.objects.create(checklist=checklist, user=user, role=Membership.OWNER)
             return checklist
-        checklist = await _write(new_list)
+        checklist = await django_call(new_list)
         topic = checklist_topic(checklist.pk)
         # Until the relay has sequenced the list and its membership, a subscribe is rightly
         # answered resync ("membership not sequenced yet"); a client would retry, this test
@@ -92,8 +80,8 @@ def _end_to_end(cluster: Cluster) -> None:
         for c in clients:
             await c.auth(token([topic], user_id=user.pk))
             await c.subscribe(topic, 0)
-        await _write(lambda: [Item.objects.create(checklist=checklist, text=f"item {i}", position=i) for i in range(3)])
-        await _write(lambda: Item.objects.filter(checklist=checklist, position=0).update(done=True))
+        await django_call(lambda: [Item.objects.create(checklist=checklist, text=f"item {i}", position=i) for i in range(3)])
+        await django_call(lambda: Item.objects.filter(checklist=checklist, position=0).update(done=True))
         for c in clients:
             events, seen = [], []
             while not any(e["entity"] == "item" and e["op"] == "update" for e in events):
