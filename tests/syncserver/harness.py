@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from contextlib import asynccontextmanager
 from typing import Callable, Iterable, TypeVar
 
@@ -66,6 +67,22 @@ def new_topic(db_url: str, members: Iterable[int] = (7,)) -> str:
                 conn.execute("INSERT INTO checklists_membership (checklist_id, user_id, role, version)"
                              " VALUES (%s, %s, %s, 1)", (cid, user_id, "owner" if user_id == members[0] else "editor"))
     return f"checklist:{cid}"
+
+
+def wait_sequenced(url: str, timeout: float = 15.0) -> int:
+    """Until the relay (a real one) has sequenced every outbox row; returns the highest pos.
+    A subscribe before the relay has sequenced a list's membership is rightly answered
+    resync ("membership not sequenced yet"): a client retries, a test waits here."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            pending, top = conn.execute(
+                "SELECT count(*) FILTER (WHERE pos IS NULL), coalesce(max(pos), 0) FROM outbox").fetchone()
+            if not pending:
+                return top
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the relay left {pending} outbox rows unsequenced for {timeout} s")
+            time.sleep(0.02)
 
 
 def django_call(fn: Callable[[], T]) -> "asyncio.Future[T]":

@@ -16,7 +16,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from stack.balancer import Backend, haproxy_config
 from stack.cluster import Cluster
 from stack.sockjs_client import connect
-from tests.syncserver.harness import ORIGIN, SECRET, django_call, token
+from tests.syncserver.harness import ORIGIN, SECRET, django_call, token, wait_sequenced
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 needs_haproxy = pytest.mark.skipif(shutil.which(HAPROXY) is None, reason="apt-get install haproxy")
@@ -60,24 +60,11 @@ async def _connections(http: AsyncHTTPClient, cluster: Cluster) -> dict[str, int
     return counts
 
 
-def _sequenced() -> int:
-    """Wait until the relay sequenced every outbox row; the highest pos."""
-    from django.db import connection
-
-    with connection.cursor() as cur:
-        while True:
-            cur.execute("SELECT count(*) FILTER (WHERE pos IS NULL), coalesce(max(pos), 0) FROM outbox")
-            pending, top = cur.fetchone()
-            if not pending:
-                return top
-            time.sleep(0.05)
-
-
 async def _routed_everywhere(http: AsyncHTTPClient, cluster: Cluster, but: str, timeout: float = 15) -> None:
     """Until every sync server but `but` has routed everything committed so far (else a
     lagging server would answer a resume with `subscribed` and send the rest live: nothing
     lost, but not the `recovered` this test is about)."""
-    top = await django_call(_sequenced)
+    top = await asyncio.to_thread(wait_sequenced, cluster.database_url)
     deadline = time.monotonic() + timeout
     for name, proc in cluster.syncs.items():
         if name == but or not proc.alive():
@@ -136,7 +123,8 @@ def test_a_client_resumes_on_another_server_with_recovered(balanced, fault):
             return checklist
         checklist = await django_call(new_list)
         topic = checklist_topic(checklist.pk)
-        await django_call(_sequenced)  # else the membership's start is unknown yet: resync
+        # else the membership's start is unknown yet: resync
+        await asyncio.to_thread(wait_sequenced, cluster.database_url)
         clients = {}
         for transport in ("websocket", "xhr_streaming", "xhr"):
             before = await _connections(http, cluster)

@@ -9,7 +9,6 @@ import os
 import subprocess
 import time
 
-import psycopg
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
@@ -17,7 +16,7 @@ from stack.cluster import Cluster
 from stack.keys import KeySet
 from stack.processes import python_module
 from stack.sockjs_client import connect
-from tests.syncserver.harness import ORIGIN, SECRET, django_call, token
+from tests.syncserver.harness import ORIGIN, SECRET, django_call, token, wait_sequenced
 
 
 @pytest.mark.parametrize("env", [{"SYNC_PORT": "x"}, {"SYNC_ALLOWED_ORIGINS": "*"}, {"SYNC_TRANSPORTS": "smoke"}])
@@ -27,15 +26,6 @@ def test_bad_configuration_is_one_line_and_exit_2(env):
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert proc.stderr.startswith("syncserver: ") and proc.stderr.count("\n") == 1
-
-
-def _wait_sequenced(url: str, topic: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as conn:
-        while conn.execute("SELECT count(*) FROM outbox WHERE topic = %s AND pos IS NULL", (topic,)).fetchone()[0]:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the relay did not sequence {topic} within {timeout} s")
-            time.sleep(0.02)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -72,10 +62,8 @@ def _end_to_end(cluster: Cluster) -> None:
             return checklist
         checklist = await django_call(new_list)
         topic = checklist_topic(checklist.pk)
-        # Until the relay has sequenced the list and its membership, a subscribe is rightly
-        # answered resync ("membership not sequenced yet"); a client would retry, this test
-        # waits (it failed about once in a few runs when the subscribe came first).
-        await asyncio.to_thread(_wait_sequenced, cluster.database_url, topic)
+        # (it failed about once in a few runs when the subscribe came first)
+        await asyncio.to_thread(wait_sequenced, cluster.database_url)
         clients = [await connect("rawwebsocket", sockjs_url), await connect("xhr_streaming", sockjs_url, ORIGIN)]
         for c in clients:
             await c.auth(token([topic], user_id=user.pk))
