@@ -244,6 +244,9 @@ async def test_a_membership_not_yet_sequenced_answers_resync_until_the_relay_has
             assert got["type"] == "resync", got
             joined = (await stack.relay.sequence())[-1]
             assert joined.entity == "membership" and joined.op == "insert"
+            # Until the hub has the join, `since` equals its head: `subscribed`, then the
+            # join live. Once it has it, the join comes as `recovered`, as asserted here.
+            await wait_delivered(stack, joined.pos)
             after = await people.tpos("bob", cid)
             assert after == joined.tpos
             await c.subscribe(topic, after - 1)  # from the join itself
@@ -267,6 +270,7 @@ async def test_rejoining_gives_events_from_the_rejoin_on(db_url):
         await people.add_item("alice", cid, "after the rejoin")
         events = await stack.relay.sequence()
         rejoin = next(e for e in events if e.entity == "membership" and e.op == "insert")
+        await wait_delivered(stack, events[-1].pos)  # else the hub may answer from its head
         c = await connect("rawwebsocket", stack.sockjs_url)
         try:
             assert (await c.auth((await people.sync_token("bob", topic))["token"]))["type"] == "authed"
