@@ -1,7 +1,7 @@
 """Capture overhead benchmark: writer transactions/s into a tracked table vs an untracked twin.
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python -m bench.capture_bench \
-        [--writers 1,8,32] [--seconds 2] [--rounds 7] [--compare 0002] [--sync-off] [--armed]
+        [--writers 1,8,32] [--seconds 2] [--rounds 7] [--compare REV] [--sync-off] [--armed]
 
 The product promises that capture costs writers at most 10% of their transactions/s. This
 measures exactly that, with pgbench (a C client, so the client's own cost neither hides nor
@@ -13,9 +13,10 @@ pg_notify per transaction), so that ours is seen next to what any outbox row cos
 1 - capture/no-capture, so a machine whose speed drifts (other load) skews it little. It also
 reports the capture triggers' per-row time from EXPLAIN ANALYZE of a 10,000-row INSERT ... SELECT.
 
-Scratch databases: capture_bench gets every migrations/*.sql; with --compare NNNN,
-capture_bench_NNNN gets the files up to NNNN (an older schema) and is measured in the same
-rounds. The doorbell is disarmed (a relay awake under load) unless --armed (a relay asleep:
+Scratch databases: capture_bench gets this checkout's schema (migrations/schema.sql); with
+--compare REV, capture_bench_compare gets git revision REV's (its schema file, or before the
+schema file its numbered migrations: bench.claim_cost.side) and is measured in the same rounds.
+The doorbell is disarmed (a relay awake under load) unless --armed (a relay asleep:
 every writer NOTIFYs). The outbox is truncated before each run so its size stays the same.
 Needs pgbench on PATH. JSON to bench/results/capture[_syncoff].json.
 """
@@ -37,7 +38,6 @@ from bench import reference
 from runtime.database import database_url, with_dbname
 
 ROOT = Path(__file__).resolve().parent.parent
-SQL = ROOT / "migrations"
 
 TABLE_DDL = ("CREATE TABLE {t} (id bigserial PRIMARY KEY, checklist_id bigint NOT NULL, text varchar(500) NOT NULL,"
              " done boolean NOT NULL DEFAULT false, position int NOT NULL DEFAULT 0, version bigint NOT NULL DEFAULT 1)")
@@ -53,15 +53,17 @@ TABLES = ("plain_item", "bench_item", "ref_item", "refn_item")
 VARIANTS = {"bench_item": "ours", "ref_item": "reference", "refn_item": "reference+notify"}
 
 
-def make_db(admin_url: str, name: str, upto: str | None) -> str:
+def make_db(admin_url: str, name: str, rev: str | None) -> str:
+    """A scratch database with the outbox schema of `rev` (None: this checkout) and the tables."""
+    from bench.claim_cost import side  # a revision's schema files
+
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     url = with_dbname(admin_url, name)
-    files = [f for f in sorted(SQL.glob("[0-9][0-9][0-9][0-9]_*.sql")) if upto is None or f.name[:4] <= upto]
     with psycopg.connect(url, autocommit=True) as conn:
-        for f in files:
-            conn.execute(f.read_text())
+        for sql in side(rev)["migrations"].values():
+            conn.execute(sql)
         for t in TABLES:
             conn.execute(TABLE_DDL.format(t=t))
             conn.execute(f"INSERT INTO {t} (checklist_id, text) SELECT g, 'row ' || g FROM generate_series(1, {MAX_WRITERS}) g")
@@ -122,7 +124,7 @@ def run(schemas: dict[str, str], writers: list[int], seconds: int, rounds: int, 
     median of the rounds' paired ratios, robust to a machine whose speed drifts."""
     for url in schemas.values():
         with psycopg.connect(url, autocommit=True) as conn:
-            # The switch since 0004 (0008 keeps the flag in a sequence); --compare 0002/0003: the table.
+            # The switch since 0004 (0008 keeps the flag in a sequence); before 0004 a table row.
             has_switch = conn.execute("SELECT to_regprocedure('outbox_set_doorbell(boolean)') IS NOT NULL").fetchone()[0]
             conn.execute("SELECT outbox_set_doorbell(%s)" if has_switch else "UPDATE outbox_doorbell SET armed = %s",
                          (armed,))
@@ -166,8 +168,8 @@ def main() -> int:
     ap.add_argument("--writers", default="1,8,32", help="comma-separated concurrent writer counts")
     ap.add_argument("--seconds", type=int, default=2, help="length of one pgbench run")
     ap.add_argument("--rounds", type=int, default=7, help="alternating rounds per measurement (median)")
-    ap.add_argument("--compare", metavar="NNNN",
-                    help="also measure the schema of migrations/*.sql up to NNNN (e.g. 0002), interleaved")
+    ap.add_argument("--compare", metavar="REV",
+                    help="also measure git revision REV's schema, interleaved")
     ap.add_argument("--sync-off", action="store_true", help="synchronous_commit=off: CPU cost only")
     ap.add_argument("--armed", action="store_true", help="doorbell armed (relay asleep): every writer rings")
     args = ap.parse_args()
@@ -180,7 +182,7 @@ def main() -> int:
         return 2
     schemas = {"head": make_db(database_url(), "capture_bench", None)}
     if args.compare:
-        schemas[args.compare] = make_db(database_url(), f"capture_bench_{args.compare}", args.compare)
+        schemas[args.compare] = make_db(database_url(), "capture_bench_compare", args.compare)
     bulk = {}
     for label, url in schemas.items():
         bulk[label] = trigger_time_per_row(url)
