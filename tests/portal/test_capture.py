@@ -152,25 +152,26 @@ def test_a_raw_insert_that_names_no_version_starts_at_version_1(checklist, commi
     assert rows[0]["data"]["version"] == 1 and rows[1]["data"]["version"] == 2
 
 
-
 def test_a_writer_cannot_set_the_version_and_one_statement_captures_only_its_real_changes(
         checklist, committed_outbox, db_url):
     """The version trigger owns the column: a writer's own value is ignored (alone, it is no
     change; with a real change, the version still moves by exactly one). In a multi-row
     UPDATE, each row is judged on its own: only the rows whose stored values differ capture."""
-    milk, eggs = (checklist.items.get(text=t).pk for t in ("Milk", "Bread"))
+    milk, bread = (checklist.items.get(text=t).pk for t in ("Milk", "Bread"))
     committed_outbox.mark()
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("UPDATE checklists_item SET version = 40 WHERE id = %s", (milk,))
         conn.execute("UPDATE checklists_item SET version = 40, done = NOT done WHERE id = %s", (milk,))
         conn.execute("UPDATE checklists_item SET text = CASE WHEN id = %s THEN 'Oat milk' ELSE text END"
-                     " WHERE id IN (%s, %s)", (milk, milk, eggs))
+                     " WHERE id IN (%s, %s)", (milk, milk, bread))
         versions = dict(conn.execute("SELECT id, version FROM checklists_item WHERE id IN (%s, %s)",
-                                     (milk, eggs)).fetchall())
+                                     (milk, bread)).fetchall())
     rows = committed_outbox.rows()
     assert [(r["entity_id"], r["op"], r["version"], r["changed"]) for r in rows] == [
         (str(milk), "update", 2, ["done"]), (str(milk), "update", 3, ["text"])]
-    assert versions == {milk: 3, eggs: 1}
+    assert versions == {milk: 3, bread: 1}
+
+
 # --- REST API -------------------------------------------------------------------------
 
 def test_api_create_update_delete_commit(bob, checklist, client_for, committed_outbox):
