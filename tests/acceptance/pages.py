@@ -90,6 +90,15 @@ def wait_status(page: Page, status: str, timeout: float = WAIT_MS) -> None:
     )
 
 
+def wait_subscribed(page: Page, timeout: float = WAIT_MS) -> None:
+    """Until the server has answered one of the page's subscribes with `subscribed`. The status
+    reads "live" from `authed` on, before the subscription is in place: an event committed in
+    between reaches the page all the same, but in `recovered`, not as a live event."""
+    page.wait_for_function(
+        "() => window.__sync.some(s => s.received.some(m => m && m.type === 'subscribed'))", timeout=timeout,
+    )
+
+
 def status_log(page: Page) -> list[str]:
     return page.evaluate("() => window.__statusLog.slice()")
 

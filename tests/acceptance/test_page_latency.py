@@ -27,6 +27,7 @@ def test_a_page_reports_what_its_user_sees_to_metrics(transport, browsers, make_
     bob = browsers.page_for("bob")
     bob.goto(f"{base_url}/checklists/{cid}/?transports={transport}&latency_sample_ms=0")
     pages.wait_status(bob, "live")
+    pages.wait_subscribed(bob)  # only live events are sampled
     before = client_latency_count(stack.ports.sync)
     for i in range(3):
         api.add_item(cid, f"Seen live {i}")
