@@ -273,19 +273,16 @@ BEGIN
     old_doc := to_jsonb(OLD);
     new_topic := TG_ARGV[2] || (new_doc ->> TG_ARGV[1]);
     old_topic := TG_ARGV[2] || (old_doc ->> TG_ARGV[1]);
+    changed := ARRAY(SELECT n.key FROM jsonb_each(new_doc) AS n
+                      WHERE n.key <> 'version' AND n.value IS DISTINCT FROM old_doc -> n.key ORDER BY n.key);
     IF new_topic = old_topic THEN
-        -- `changed` computed inside the INSERT: one executor run per captured row, not two.
         INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, changed, version, actor, source, request_id)
         VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), new_topic, TG_ARGV[0], NEW.id::text, 'update', new_doc,
-                ARRAY(SELECT n.key FROM jsonb_each(new_doc) AS n
-                       WHERE n.key <> 'version' AND n.value IS DISTINCT FROM old_doc -> n.key ORDER BY n.key),
-                NEW.version,
+                changed, NEW.version,
                 nullif(current_setting('outbox.actor', true), ''), coalesce(nullif(current_setting('outbox.source', true), ''), 'sql'),
                 nullif(current_setting('outbox.request_id', true), ''));
     ELSE
         -- A move between topics: a delete on the old one and an insert on the new one.
-        changed := ARRAY(SELECT n.key FROM jsonb_each(new_doc) AS n
-                          WHERE n.key <> 'version' AND n.value IS DISTINCT FROM old_doc -> n.key ORDER BY n.key);
         INSERT INTO outbox (id, txid, topic, entity, entity_id, op, data, changed, version, actor, source, request_id)
         VALUES (nextval('outbox_id_seq'), pg_current_xact_id(), old_topic, TG_ARGV[0], NEW.id::text, 'delete', new_doc,
                 changed, NEW.version,
