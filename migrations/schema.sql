@@ -225,8 +225,7 @@ $$;
 -- name, topic column and topic prefix are literals in its own three functions, e.g.
 -- outbox_capture_insert_checklists_item() (`\sf` shows one). Generic functions reading them
 -- from trigger arguments (TG_ARGV) cost about 12k more instructions per captured row, 7% of
--- capture's whole cost (bench.writer_cost): a statement that reads a plpgsql variable pays
--- for a parameter on every execution, and a literal is planned once.
+-- capture's whole cost (measured with bench.writer_cost).
 --
 -- Each function first reads the doorbell: disarmed (a busy relay), that is all; armed, the
 -- first row of the transaction rings and marks the transaction rung. id and txid are passed,
