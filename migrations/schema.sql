@@ -287,6 +287,17 @@ DECLARE
                 nullif(current_setting('outbox.actor', true), ''),
                 coalesce(nullif(current_setting('outbox.source', true), ''), 'sql'),
                 nullif(current_setting('outbox.request_id', true), ''))$$;
+    -- The body of a capture function that writes one outbox row: a declaration, the ring,
+    -- the INSERT and its values.
+    one_row constant text := $$
+DECLARE
+    %s
+    rung text;
+BEGIN%s
+    %s
+    VALUES %s;
+    RETURN NULL;
+END$$;
     new_topic_of constant text := format('%L || (new_doc ->> %L)', p_prefix || ':', p_topic_col);
     old_topic_of constant text := format('%L || (old_doc ->> %L)', p_prefix || ':', p_topic_col);
     body text;
@@ -299,15 +310,7 @@ BEGIN
         'FOR EACH ROW EXECUTE FUNCTION outbox_bump_version()', p_table);
     FOREACH kind IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
         body := CASE kind
-        WHEN 'insert' THEN format($$
-DECLARE
-    new_doc jsonb := to_jsonb(NEW);
-    rung    text;
-BEGIN%s
-    %s
-    VALUES %s;
-    RETURN NULL;
-END$$, ring, insert_into,
+        WHEN 'insert' THEN format(one_row, 'new_doc jsonb := to_jsonb(NEW);', ring, insert_into,
             format(row_values, new_topic_of, p_entity, 'NEW.id::text', 'insert', 'new_doc', $$'{}'$$, 'NEW.version'))
         WHEN 'update' THEN format($$
 DECLARE
@@ -341,15 +344,8 @@ END$$, ring, new_topic_of, old_topic_of,
             insert_into, format(row_values, 'new_topic', p_entity, 'NEW.id::text', 'update', 'new_doc', 'changed', 'NEW.version'),
             insert_into, format(row_values, 'old_topic', p_entity, 'NEW.id::text', 'delete', 'new_doc', 'changed', 'NEW.version'),
                          format(row_values, 'new_topic', p_entity, 'NEW.id::text', 'insert', 'new_doc', 'changed', 'NEW.version'))
-        ELSE format($$
-DECLARE
-    old_doc jsonb := to_jsonb(OLD) || jsonb_build_object('version', OLD.version + 1);
-    rung    text;
-BEGIN%s
-    %s
-    VALUES %s;
-    RETURN NULL;
-END$$, ring, insert_into,
+        ELSE format(one_row, $$old_doc jsonb := to_jsonb(OLD) || jsonb_build_object('version', OLD.version + 1);$$,
+            ring, insert_into,
             format(row_values, old_topic_of, p_entity, 'OLD.id::text', 'delete', 'old_doc', $$'{}'$$, 'OLD.version + 1'))
         END;
         EXECUTE format('CREATE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS %L',
