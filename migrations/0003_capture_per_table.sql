@@ -1,8 +1,8 @@
 -- Step 3: capture compiled per tracked table (see migrations/schema.sql, "Capture"). Each
 -- tracked table gets its own three capture functions, with its entity name, topic column and
 -- prefix as literals instead of trigger arguments; the events are the same. Every table that
--- the generic functions capture is tracked again with the arguments its triggers had, and
--- the generic functions go.
+-- the generic functions capture is tracked again with the arguments its triggers had (a
+-- trigger an operator disabled stays disabled), and the generic functions go.
 
 -- The name of a tracked table's capture function of one kind ('insert', 'update', 'delete'),
 -- schema-qualified and quoted: outbox_capture_<kind>_<table>, in the table's schema, cut to
@@ -123,10 +123,12 @@ $track$;
 
 DO $step$
 DECLARE
-    t    record;
-    rest bytea;
-    cut  int;
-    args text[];
+    t      record;
+    rest   bytea;
+    cut    int;
+    args   text[];
+    names  text[];
+    states text[];
 BEGIN
     FOR t IN SELECT tg.tgrelid::regclass AS tbl, tg.tgargs, tg.tgnargs
                FROM pg_trigger tg
@@ -141,7 +143,19 @@ BEGIN
             args := args || convert_from(substring(rest FOR cut - 1), current_setting('server_encoding'));
             rest := substring(rest FROM cut + 1);
         END LOOP;
+        -- Capture an operator switched off (ALTER TABLE ... DISABLE TRIGGER) stays off, and
+        -- a replica-mode setting stays as it was ('O', the default: enabled).
+        SELECT array_agg(tgname::text), array_agg(tgenabled::text) INTO names, states
+          FROM pg_trigger
+         WHERE tgrelid = t.tbl AND tgname IN ('outbox_version', 'outbox_capture_insert',
+                                              'outbox_capture_update', 'outbox_capture_delete');
         PERFORM outbox_track(t.tbl, args[1], args[2], left(args[3], -1));
+        FOR i IN 1..coalesce(array_length(names, 1), 0) LOOP
+            CONTINUE WHEN states[i] = 'O';
+            EXECUTE format('ALTER TABLE %s %s TRIGGER %I', t.tbl,
+                           CASE states[i] WHEN 'D' THEN 'DISABLE' WHEN 'R' THEN 'ENABLE REPLICA'
+                                          ELSE 'ENABLE ALWAYS' END, names[i]);
+        END LOOP;
     END LOOP;
 END;
 $step$;

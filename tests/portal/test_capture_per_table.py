@@ -79,7 +79,8 @@ def test_untracking_removes_the_triggers_and_the_functions(outbox_db):
 def test_step_3_compiles_capture_for_every_table_the_generic_functions_captured(outbox_db):
     """A database of schema step 2: its tables' triggers call the generic functions with the
     table's arguments (entity, topic column, prefix with its colon). The step tracks each of
-    them again with those arguments and drops the generic functions. (The stand-ins here
+    them again with those arguments, keeps a trigger an operator disabled disabled, and drops
+    the generic functions. (The stand-ins here
     only have the generic functions' names: the step reads the triggers, not the bodies.)"""
     outbox_db.execute("DROP FUNCTION outbox_untrack(regclass); DROP FUNCTION outbox_capture_function(regclass, text)")
     for kind in ("insert", "update", "delete"):
@@ -88,8 +89,10 @@ def test_step_3_compiles_capture_for_every_table_the_generic_functions_captured(
         outbox_db.execute(f"CREATE TRIGGER outbox_capture_{kind} AFTER {kind} ON {TABLE} FOR EACH ROW"
                           f" EXECUTE FUNCTION outbox_capture_{kind}(%s, %s, %s)"
                           % tuple(sql.Literal(v).as_string(outbox_db) for v in (ENTITY, TOPIC_COL, PREFIX + ":")))
+    # An operator switched the capture of deletes off: the step must not switch it back on.
+    outbox_db.execute(f"ALTER TABLE {TABLE} DISABLE TRIGGER outbox_capture_delete")
     outbox_db.execute((SQL_DIR / "0003_capture_per_table.sql").read_text())
     assert "outbox_capture_insert" not in _capture_functions(outbox_db)
     assert len(_capture_functions(outbox_db)) == 4
     _write(outbox_db)
-    assert _events(outbox_db) == EXPECTED
+    assert _events(outbox_db) == EXPECTED[:-1]  # all but the delete
