@@ -115,18 +115,20 @@ def worker_pids(master_pid: int) -> list[str]:
 
 
 class CpuMeter:
-    """CPU seconds each part spent during a cell: the portal's workers, this database's
-    PostgreSQL backends (the portal's and the relay's connections; other databases' on the
-    same server are not counted) and the stack's daemons (relay, broker, sync server)."""
+    """CPU seconds each part spent during a cell: the portal's workers (if there is a
+    portal), this database's PostgreSQL backends that are connected when a sample is taken
+    (the portal's and the relay's connections; other databases' on the same server are not
+    counted, nor a connection that came and went between the samples) and the stack's
+    daemons (relay, broker, sync server)."""
 
-    def __init__(self, url: str, portal_pid: int, daemons: dict[str, int]):
+    def __init__(self, url: str, portal_pid: int | None, daemons: dict[str, int]):
         self.url, self.portal_pid, self.daemons = url, portal_pid, daemons
 
     def _pids(self) -> dict[str, list]:
         with psycopg.connect(self.url, autocommit=True) as conn:
             backends = [str(r[0]) for r in conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
-        return {"portal": worker_pids(self.portal_pid), "postgres": backends,
+        return {"portal": worker_pids(self.portal_pid) if self.portal_pid else [], "postgres": backends,
                 **{name: [str(pid)] for name, pid in self.daemons.items()}}
 
     def sample(self) -> dict[str, dict[str, float]]:

@@ -75,15 +75,15 @@ def start_broker(ctx: Ctx) -> Cluster:
     return broker
 
 
-def start_stack(ctx: Ctx) -> None:
+def start_stack(ctx: Ctx, relay_env: dict[str, str] | None = None) -> None:
     """Broker, relay ("relay-1") and sync server on free ports (stack.cluster.Cluster), all
     with their default settings but these: the relay serves its metrics (as in a
-    deployment), and the sync server recovers up to 20k events (figure 7 asks for a
-    10k-event resume; the default cap, 5000, would answer resync). Their output goes to
-    the run's stack.log."""
+    deployment) and takes `relay_env`, and the sync server recovers up to 20k events
+    (figure 7 asks for a 10k-event resume; the default cap, 5000, would answer resync).
+    Their output goes to the run's stack.log."""
     ctx.stack_log = open(ctx.tmp / "stack.log", "a", buffering=1)
     stack = Cluster(ctx.url, relays=1, keys=ctx.keys, token_secret=SECRET, log_to=ctx.stack_log,
-                    relay_env={"OUTBOX_RELAY_METRICS_PORT": str(procs.free_port())},
+                    relay_env={"OUTBOX_RELAY_METRICS_PORT": str(procs.free_port()), **(relay_env or {})},
                     sync_env={"SYNC_MAX_RECOVER_EVENTS": "20000"})
     ctx.stack = stack
     stack.start()

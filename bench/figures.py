@@ -5,6 +5,8 @@ and then its rows say "not measured" instead of guessing.
 """
 from __future__ import annotations
 
+import statistics
+
 from bench.fanout import P99_LIMIT_MS
 from bench.stats import loss_pct
 
@@ -138,6 +140,42 @@ def relay_drain(raw: dict) -> dict:
     return {"rows": rows, "chart": chart, "measured": drain}
 
 
+def claim_interval_rows(trade: dict) -> list[dict]:
+    """The relay's latency/CPU trade at 1,000 events/s (bench.latency.claim_interval_trade):
+    each streaming transport with OUTBOX_RELAY_CLAIM_INTERVAL=0 against the default, and
+    what the setting costs."""
+    fast, default = trade.get("0") or {}, trade.get("default") or {}
+    rows = []
+    for transport in ("websocket", "xhr-streaming", "eventsource"):
+        m, d = fast.get(transport) or {}, default.get(transport) or {}
+        if m.get("p50_ms") is None:
+            continue
+        met = None
+        target = "n/a (no target)"
+        if transport != "websocket":
+            target = "p50 <= 2, p99 <= 10 (issue 17, with this setting)"
+            met = m["p50_ms"] <= 2 and m["p99_ms"] <= 10 and not m.get("lost")
+        peer = f"{d['p50_ms']}/{d['p99_ms']} (lost {d.get('lost')})" if d.get("p50_ms") is not None else None
+        rows.append(_row(f"3. {transport} 1000/s with OUTBOX_RELAY_CLAIM_INTERVAL=0, p50/p99 ms "
+                         "(peer: the default interval, same run)", f"{m['p50_ms']}/{m['p99_ms']} (lost {m.get('lost')})",
+                         peer, target, met))
+
+    def cost(runs: dict) -> str | None:
+        cpu = [r["cpu_ms_per_event"] for r in runs.values() if r.get("cpu_ms_per_event")]
+        hop = [(r.get("commit_to_broker") or {}).get("p50_ms") for r in runs.values()]
+        hop = [h for h in hop if h is not None]
+        if not cpu or not hop:
+            return None
+        relay = statistics.median(c["relay"] for c in cpu)
+        pg = statistics.median(c["postgres"] for c in cpu)
+        return f"commit->broker p50 {statistics.median(hop):.2f} ms · CPU per event: relay {relay:.3f} + PostgreSQL {pg:.3f} ms"
+
+    if rows:
+        rows.append(_row("3. What OUTBOX_RELAY_CLAIM_INTERVAL=0 costs at 1000/s, medians of the runs above "
+                         "(peer: the default interval)", cost(fast), cost(default), "context (docs/relay.md)", None))
+    return rows
+
+
 def latency(raw: dict) -> dict:
     lat = raw.get("latency") or {}
     seed = raw.get("seed_latency") or {}
@@ -176,6 +214,7 @@ def latency(raw: dict) -> dict:
                          ours, peer, target, met))
         if m.get("p50_ms") is not None:
             chart[f"ours {label}"] = m
+    rows += claim_interval_rows(raw.get("claim_interval") or {})
     page = raw.get("page_latency") or {}
     for key in ("websocket@100", "websocket@1000", "xhr-streaming@100", "xhr-streaming@1000"):
         m = page.get(key)

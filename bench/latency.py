@@ -84,6 +84,36 @@ def ours(ctx: Ctx, *, rate: float, duration: float, transport: str = "websocket"
     return result
 
 
+def claim_interval_trade(ctx: Ctx, *, duration: float, rate: float = 1000) -> dict:
+    """The relay's trade between latency and CPU under a steady load (docs/relay.md): the
+    streaming transports at `rate` with the claim interval at its default and at 0, each
+    setting on a stack of its own. Per run, besides the latency: the CPU milliseconds per
+    event of the relay and of the PostgreSQL backends that stay connected (the relay's
+    claims, the sync server's reads; the writers' connections come and go with the run and
+    are not counted). Leaves no stack running."""
+    from bench.api_bench import CpuMeter
+    from bench.context import start_stack, stop_stack
+
+    out = {}
+    for label, env in (("default", {}), ("0", {"OUTBOX_RELAY_CLAIM_INTERVAL": "0"})):
+        stop_stack(ctx)
+        start_stack(ctx, relay_env=env)
+        try:
+            runs = {}
+            for transport in ("websocket", "xhr-streaming", "eventsource"):
+                meter = CpuMeter(ctx.url, None, {"relay": ctx.stack.pids()["relay-1"]})
+                before = meter.sample()
+                result = ours(ctx, rate=rate, duration=duration, transport=transport, with_probe=True)
+                spent = CpuMeter.spent(before, meter.sample())
+                result["cpu_ms_per_event"] = {part: round(1000 * spent.get(part, 0.0) / max(1, result["sent"]), 3)
+                                              for part in ("relay", "postgres")}
+                runs[transport] = result
+            out[label] = runs
+        finally:
+            stop_stack(ctx)
+    return out
+
+
 def seed_direct(ctx: Ctx, *, rate: float, duration: float) -> dict:
     """The seed's publish-after-commit: commit-to-ZeroMQ-subscriber latency (no sync server hop)."""
     topic = ctx.topic(1)

@@ -13,6 +13,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import platform
 import sys
 import time
@@ -165,6 +166,7 @@ class Run:
                 out[f"{transport}@{rate}"] = latency.ours(ctx, rate=rate, duration=dur, transport=transport,
                                                           with_probe=(transport == "websocket"))
         self.raw["latency"] = out
+        self.raw["claim_interval"] = latency.claim_interval_trade(ctx, duration=ctx.scale(10, 2))
 
     def page(self) -> None:
         from bench import page
@@ -283,6 +285,17 @@ class Run:
         return self.results
 
 
+def remeasured_phases(meta: dict) -> dict[str, str]:
+    """phase -> when a --merge run last re-measured it, from an earlier run's meta (older
+    files say it only in their "merged" sentence)."""
+    if "remeasured" in meta:
+        return dict(meta["remeasured"])
+    found = {}
+    for phases, when in re.findall(r"phases \[([^\]]*)\] re-measured at ([^;]+)", meta.get("merged", "")):
+        found.update({p.strip().strip("'"): when.strip() for p in phases.split(",") if p.strip()})
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="short smoke run (about 2 minutes)")
@@ -301,8 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         merge = json.loads((args.out / "latest.json").read_text())
     results = Run(args.quick, only, merge).execute()
     if merge:
-        results["meta"]["merged"] = (f"phases {sorted(only or PHASES)} re-measured at {results['meta']['started']}; "
-                                     f"the rest from the run of {merge['meta'].get('started')}")
+        remeasured = {**remeasured_phases(merge["meta"]), **{p: results["meta"]["started"] for p in (only or PHASES)}}
+        results["meta"]["remeasured"] = remeasured
+        results["meta"]["merged"] = "; ".join(
+            [f"phases {sorted(p for p in remeasured if remeasured[p] == when)} re-measured at {when}"
+             for when in sorted(set(remeasured.values()), reverse=True)]
+            + [f"the rest from the run of {merge['meta'].get('started')}"])
         results["meta"]["started"] = merge["meta"].get("started")
         results["meta"]["remeasure_s"] = results["meta"]["duration_s"]
         results["meta"]["duration_s"] = merge["meta"].get("duration_s")

@@ -110,6 +110,36 @@ def test_targets_are_judged_from_measurements():
     assert _met(figs, "Out-of-order") == [True]
 
 
+def _lat(p50, p99, relay, pg, hop=None):
+    run = {"p50_ms": p50, "p99_ms": p99, "lost": 0, "cpu_ms_per_event": {"relay": relay, "postgres": pg}}
+    return {**run, "commit_to_broker": {"p50_ms": hop}} if hop is not None else run
+
+
+def test_the_claim_interval_trade_judges_the_streaming_transports_and_states_the_cost():
+    trade = {"default": {"websocket": _lat(3.5, 7, 0.9, 0.8, hop=3.0), "xhr-streaming": _lat(3.7, 8, 0.9, 0.8),
+                         "eventsource": _lat(4.0, 9, 1.0, 0.9)},
+             "0": {"websocket": _lat(2.4, 6, 1.6, 1.5, hop=1.4), "xhr-streaming": _lat(1.9, 9, 1.5, 1.4),
+                   "eventsource": _lat(2.2, 9, 1.7, 1.6)}}
+    figs = figures.build({**RAW, "claim_interval": trade})
+    assert _met(figs, "3. websocket 1000/s with OUTBOX_RELAY_CLAIM_INTERVAL=0") == [None]  # no target
+    assert _met(figs, "3. xhr-streaming 1000/s with OUTBOX_RELAY_CLAIM_INTERVAL=0") == [True]
+    assert _met(figs, "3. eventsource 1000/s with OUTBOX_RELAY_CLAIM_INTERVAL=0") == [False]  # p50 2.2
+    cost = next(r for r in figs["latency"]["rows"] if r["figure"].startswith("3. What OUTBOX_RELAY_CLAIM_INTERVAL"))
+    assert cost["ours"] == "commit->broker p50 1.40 ms · CPU per event: relay 1.600 + PostgreSQL 1.500 ms"
+    assert cost["peer"] == "commit->broker p50 3.00 ms · CPU per event: relay 0.900 + PostgreSQL 0.800 ms"
+    assert not [r for r in figures.build(RAW)["latency"]["rows"] if "CLAIM_INTERVAL" in r["figure"]]
+
+
+def test_a_merged_run_remembers_every_phase_re_measured_and_when():
+    from bench.run import remeasured_phases
+
+    legacy = {"merged": "phases ['api', 'capture'] re-measured at T2; phases ['latency'] re-measured at T1; "
+                        "the rest from the run of T0"}
+    assert remeasured_phases(legacy) == {"api": "T2", "capture": "T2", "latency": "T1"}
+    assert remeasured_phases({"remeasured": {"fanout": "T3"}, **legacy}) == {"fanout": "T3"}
+    assert remeasured_phases({}) == {}
+
+
 def test_missing_phases_are_not_measured_rather_than_guessed():
     figs = figures.build({})
     rows = [r for f in figs.values() for r in f["rows"]]
