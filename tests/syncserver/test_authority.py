@@ -10,6 +10,7 @@ claim, so a test decides when a committed change is sequenced and published.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -257,7 +258,8 @@ async def test_a_membership_not_yet_sequenced_answers_resync_until_the_relay_has
             await c.close()
 
 
-async def test_rejoining_gives_events_from_the_rejoin_on(db_url):
+async def test_rejoining_gives_events_from_the_rejoin_on(db_url, caplog):
+    caplog.set_level(logging.DEBUG, logger="syncserver.hub")  # a failure shows why the hub resynced
     async with portal_stack(db_url) as stack:
         people = await django_call(lambda: People("alice", "bob"))
         cid, topic = await people.new_list("alice")
