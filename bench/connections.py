@@ -24,7 +24,7 @@ def hold(pid: int, url: str, n: int, *, token: str, topic: str, origin: str, sin
     before = procs.rss_bytes(pid)
     t0 = time.monotonic()
     clients = open_clients("idle", url, n, token=token, topic=topic, origin=origin, since=since, sample=10,
-                           timeout=300)
+                           timeout=300, client="ws")
     try:
         connect_s = time.monotonic() - t0
         time.sleep(settle)

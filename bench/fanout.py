@@ -7,9 +7,11 @@ the highest step it sustained (`sustained`), and each step says the server's CPU
 delivery. The load clients share the machine's cores with
 the server, so the ceiling they find is the pair's, the same for both servers.
 
-The same node `ws` clients (bench/peers/sockjs_node/clients.js, a few processes holding
-many connections each) subscribe to our sync server and to the sockjs-node peer; both get
-the same event rate, with messages of the same byte size. Deliveries/s = events received
+The same node clients (bench/peers/sockjs_node/clients.js, a few processes holding many
+connections each, "raw": a minimal websocket client that counts events without parsing
+most messages, so that the clients' CPU, on the cores the server needs, is not what the
+search finds) subscribe to our sync server and to the sockjs-node peer; both get the same
+event rate, with messages of the same byte size. Deliveries/s = events received
 by all clients / the receiving window; latency = arrival - the event's send timestamp
 (ours: taken before the INSERT, so it includes commit, relay and broker; the peer's:
 taken when its timer fires).
@@ -36,15 +38,18 @@ MIN_PROCESSES = 2
 
 
 def open_clients(name: str, url: str, n: int, *, token: str, topic: str, origin: str, since: int = 0,
-                 sample: int = 50000, timeout: float = 180) -> list[procs.Process]:
-    # At least two processes: one node process parses ~100k messages/s, less than either
-    # server sends to 1,000 subscribers, and the load client must not be the ceiling found.
+                 sample: int = 50000, timeout: float = 180,
+                 marker: str = '"b:', client: str = "raw") -> list[procs.Process]:
+    # At least two processes: one node process takes about 100-150k messages/s, less than
+    # either server sends to 1,000 subscribers, and the load client must not be the ceiling
+    # found. client: "raw" (fan-out) or "ws" (idle connections), see clients.js.
     k = max(MIN_PROCESSES if n >= 100 else 1, math.ceil(n / PER_PROCESS))
     clients = []
     for i in range(k):
         share = n // k + (1 if i < n % k else 0)
         clients.append(procs.node_clients(f"{name}-{i}", {"url": url, "n": share, "token": token, "topic": topic,
-                                                          "origin": origin, "since": since, "sample": sample}))
+                                                          "origin": origin, "since": since, "sample": sample,
+                                                          "marker": marker, "client": client}))
     connected = failed = 0
     for c in clients:
         parts = c.expect("connected", timeout).split()
@@ -140,12 +145,37 @@ def sustained(steps: list[dict], limit_ms: float = P99_LIMIT_MS) -> dict | None:
     return max((s for s in steps if step_ok(s, limit_ms)), key=lambda s: s["deliveries_per_s"], default=None)
 
 
+def between(steps: list[dict], limit_ms: float = P99_LIMIT_MS) -> float | None:
+    """The next level to try: halfway between the best sustained step and the lowest level
+    above it that missed, to the nearest thousand; None when there is no such gap left.
+
+    >>> ok = {"p99_ms": 20, "lost": 0, "deliveries_per_s": 50_000, "offered_deliveries_per_s": 50_000}
+    >>> miss = {"p99_ms": 90, "lost": 0, "deliveries_per_s": 99_000, "offered_deliveries_per_s": 100_000}
+    >>> between([ok, miss])
+    75000.0
+    >>> between([miss]) is None, between([ok]) is None
+    (True, True)
+    """
+    best = sustained(steps, limit_ms)
+    if best is None:
+        return None
+    lo = best["offered_deliveries_per_s"]
+    above = [s["offered_deliveries_per_s"] for s in steps if s["offered_deliveries_per_s"] > lo]
+    if not above:
+        return None
+    mid = round((lo + min(above)) / 2, -3)
+    return float(mid) if lo < mid < min(above) else None
+
+
 def search(run_step, subscribers: int, levels: list[float], budget_s: float, misses: int = 2,
-           warmup: float = 0.0) -> dict:
+           warmup: float = 0.0, refine: int = 2) -> dict:
     """Offer each level (deliveries/s) in turn through run_step(rate) until `misses` steps in a
     row miss (one slow moment of a shared machine does not end the search) or the time
-    budget is spent; {"steps": [...], "best": the sustained step or None}. run_step(rate, duration)
-    runs one step; with `warmup` s, a first step at the lowest level goes unrecorded."""
+    budget is spent; then, `refine` times, the level halfway between the best sustained step
+    and the next one up that missed (`between`: levels a factor of 1.5-2 apart would
+    otherwise hide a ceiling between them). {"steps": [...] by level, "best": the sustained
+    step or None}. run_step(rate, duration) runs one step; with `warmup` s, a first step at
+    the lowest level goes unrecorded."""
     steps, started, missed = [], time.monotonic(), 0
     if warmup and levels:
         # Connections just opened: let the first collections and caches settle, unrecorded.
@@ -153,22 +183,31 @@ def search(run_step, subscribers: int, levels: list[float], budget_s: float, mis
             run_step(round(levels[0] / subscribers, 2), warmup)
         except (TimeoutError, RuntimeError, OSError) as exc:
             log.warning("fan-out warm-up failed: %s", exc)
-    for level in levels:
-        if time.monotonic() - started > budget_s:
-            break
+
+    def offer(level: float) -> bool:
         rate = round(level / subscribers, 2)
         try:
             step = run_step(rate, None)
         except (TimeoutError, RuntimeError, OSError) as exc:
             steps.append({"offered_deliveries_per_s": level, "rate": rate, "error": str(exc)[:300]})
-            break
+            return False
         step["offered_deliveries_per_s"] = level
         steps.append(step)
         log.info("fan-out %d subs, offered %d/s: delivered %s/s, p99 %s ms, lost %s", subscribers, level,
                  step.get("deliveries_per_s"), step.get("p99_ms"), step.get("lost"))
-        missed = 0 if step_ok(step) else missed + 1
+        return True
+
+    for level in levels:
+        if time.monotonic() - started > budget_s or not offer(level):
+            break
+        missed = 0 if step_ok(steps[-1]) else missed + 1
         if missed >= misses:
             break
+    for _ in range(refine):
+        level = between(steps)
+        if level is None or time.monotonic() - started > budget_s or not offer(level):
+            break
+    steps.sort(key=lambda s: s["offered_deliveries_per_s"])
     return {"subscribers": subscribers, "steps": steps, "best": sustained(steps)}
 
 
@@ -197,7 +236,7 @@ def ours_saturation(ctx: Ctx, *, subscribers: int, levels: list[float], duration
 def peer_saturation(port: int, *, subscribers: int, levels: list[float], duration: float, size: int,
                     budget_s: float, pid: int | None = None) -> dict:
     topic = "checklist:1"
-    clients = open_clients("fan-peer", f"ws://127.0.0.1:{port}/sync/websocket", subscribers, token="peer",
+    clients = open_clients("fan-peer", f"ws://127.0.0.1:{port}/sync/websocket", subscribers, token="peer", marker='"t":',
                            topic=topic, origin="http://127.0.0.1")
 
     def run_step(rate: float, seconds: float | None) -> dict:

@@ -43,7 +43,7 @@ def hold_idle(ctx: Ctx, cluster: Cluster, n: int, settle: float = 2.0) -> dict:
     topic = ctx.topic(0)
     url = cluster.sockjs_url.replace("http://", "ws://") + "/websocket"
     clients = open_clients("idle-scale", url, n, token=ctx.token([topic]), topic=topic, origin=cluster.origin,
-                           since=topic_tpos(ctx.url, topic), sample=10, timeout=300)
+                           since=topic_tpos(ctx.url, topic), sample=10, timeout=300, client="ws")
     try:
         time.sleep(settle)
         after = sum(procs.rss_bytes(pid) for pid in syncs)

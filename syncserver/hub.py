@@ -18,11 +18,14 @@ Invariants:
   topic flushes at once when its last flush is older than its window, else at the end
   of the window, so a busy topic costs one write per subscriber per window rather than
   per transaction. The window is `coalesce`; and while the topic's flushes have taken
-  half the loop's time or more lately (`duty`, averaged over about DUTY_TAU), it is as
-  long as the last flush took: then a topic with thousands of subscribers never takes
-  more than about half the loop, and each write carries more transactions as the load
-  grows. Below that, a transaction goes out as soon as it is whole: waiting would add
-  latency and save nothing the loop needs.
+  half the loop's time or more lately (`duty`, averaged over about DUTY_TAU), it is a
+  third of the last flush's time: then a topic with thousands of subscribers takes at
+  most about three quarters of the loop (BUSY_SHARE), the rest stays for everything
+  else (subscribes, other topics, the broker stream), and each write carries more
+  transactions as the load grows. Below that, a transaction goes out as soon as it is
+  whole: waiting would add latency and save nothing the loop needs. (A window as long
+  as the flush, half the loop, saved about a fifth of the CPU per delivery at 100-150k
+  deliveries/s but added a fifth to p99: bench/results/latest.md, figure 5.)
 - The `events` text and its WebSocket frames are built once per flush and shared by
   all its subscribers; per subscriber the hot loop only compares tpos and writes.
 - Authority (issue 14): a subscription is registered, buffering live events, before the
@@ -54,6 +57,7 @@ HEARTBEAT_TOPIC = "_heartbeat"
 MAX_WINDOW = 0.1  # seconds: the longest a busy topic's coalescing window grows
 DUTY_TAU = 0.5    # seconds: how far back a topic's flush duty is averaged
 DUTY_BUSY = 0.5   # from this share of the loop's time on, a topic's flushes are spaced
+BUSY_SHARE = 0.75  # ... so that they take at most about this share: window = took * (1/share - 1)
 
 
 class EventLike(Protocol):
@@ -196,8 +200,8 @@ def spacing(duty: float, since: float, took: float, coalesce: float) -> tuple[fl
     >>> duty, window = 0.0, 0.0
     >>> for _ in range(200):  # 15 ms flushes every 20 ms: most of the loop
     ...     duty, window = spacing(duty, 0.02, 0.015, 0.001)
-    >>> round(duty, 1), window
-    (0.8, 0.015)
+    >>> round(duty, 1), round(window, 4)
+    (0.8, 0.005)
     >>> for _ in range(200):  # 5 ms flushes every 20 ms: sent as soon as whole
     ...     duty, window = spacing(duty, 0.02, 0.005, 0.001)
     >>> round(duty, 1), window
@@ -205,7 +209,7 @@ def spacing(duty: float, since: float, took: float, coalesce: float) -> tuple[fl
     """
     decayed = duty * math.exp(-since / DUTY_TAU) if since < 50 * DUTY_TAU else 0.0
     duty = decayed + took / DUTY_TAU
-    return duty, (max(coalesce, min(took, MAX_WINDOW)) if duty >= DUTY_BUSY else coalesce)
+    return duty, (max(coalesce, min(took * (1 / BUSY_SHARE - 1), MAX_WINDOW)) if duty >= DUTY_BUSY else coalesce)
 
 
 def _committed_epoch(event: EventLike) -> float | None:
@@ -374,9 +378,9 @@ class Hub:
         else:
             self._deliver(topic, ts, events)
         # The coalescing window starts when the writes are done. While the topic's writes
-        # have taken half the loop or more lately, it lasts as long as they took: a topic
-        # with many subscribers then spends at most about half the loop on its writes, and
-        # under load each write carries more transactions. `duty` is the flush times
+        # have taken half the loop or more lately, it lasts a third of what they took: a
+        # topic with many subscribers then spends at most about three quarters of the loop
+        # on its writes (BUSY_SHARE), and under load each write carries more transactions. `duty` is the flush times
         # decayed with DUTY_TAU: for flushes of F s every P s it tends to F / P.
         done = asyncio.get_running_loop().time()
         ts.duty, ts.window = spacing(ts.duty, done - ts.flushed_at, done - started, self.coalesce)

@@ -82,9 +82,28 @@ def test_the_fanout_search_stops_after_two_missed_steps_and_keeps_the_best():
         return {"deliveries_per_s": rate * 1000 * 0.99, "p99_ms": p99, "lost": 0}
 
     result = fanout.search(run_step, 1000, [50_000, 100_000, 200_000, 400_000, 600_000], budget_s=60, warmup=1)
-    assert offered == [50, 50, 100, 200, 400]  # a warm-up, then up to the second miss in a row
+    # A warm-up, then up to the second miss in a row, then twice halfway between the best
+    # and the next level up that missed.
+    assert offered == [50, 50, 100, 200, 400, 150, 125]
     assert result["best"]["offered_deliveries_per_s"] == 100_000
+    assert [s["offered_deliveries_per_s"] for s in result["steps"]] == [50_000, 100_000, 125_000, 150_000,
+                                                                         200_000, 400_000]
     assert not fanout.step_ok({"p99_ms": 5, "lost": 1, "deliveries_per_s": 1, "offered_deliveries_per_s": 1})
+
+
+def test_the_fanout_search_finds_a_ceiling_between_two_levels():
+    from bench import fanout
+
+    def run_step(rate, seconds):  # sustains up to 160 events/s to 1,000 subscribers
+        return {"deliveries_per_s": rate * 1000 * 0.99, "p99_ms": 10 if rate <= 160 else 90, "lost": 0}
+
+    result = fanout.search(run_step, 1000, [50_000, 100_000, 200_000, 400_000], budget_s=60)
+    assert [s["offered_deliveries_per_s"] for s in result["steps"]] == [50_000, 100_000, 150_000, 175_000,
+                                                                         200_000, 400_000]
+    assert result["best"]["offered_deliveries_per_s"] == 150_000
+    nothing = fanout.search(lambda rate, seconds: {"deliveries_per_s": 1, "p99_ms": 90, "lost": 0}, 1000,
+                            [50_000, 100_000], budget_s=60)
+    assert nothing["best"] is None and len(nothing["steps"]) == 2  # no gap to refine
 
 
 def test_targets_are_judged_from_measurements():
@@ -197,3 +216,11 @@ def test_fan_out_through_the_balancer_is_judged_by_what_was_lost():
     assert rows[4]["ours"] == "1669.1 / 12"
     assert _met(figs, "8. Through HAProxy, 1 sync server(s): idle") == [False]  # one not held
     assert "scaleout" in report.FIGURE_ORDER
+
+
+def test_the_fanout_search_helpers_examples_hold():
+    import doctest
+
+    from bench import fanout
+
+    assert doctest.testmod(fanout).failed == 0
