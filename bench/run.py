@@ -13,8 +13,8 @@ import datetime
 import json
 import logging
 import os
-import re
 import platform
+import re
 import sys
 import time
 import traceback

@@ -35,6 +35,7 @@ from typing import Mapping, TextIO
 
 import psycopg
 
+from outbox_relay.leader import LEADER_ALIVE_SQL
 from stack.balancer import DRAIN_SECONDS, INSTALL_HINT, Backend, haproxy_argv, haproxy_binary, haproxy_config
 from stack.keys import KeySet
 from stack.processes import ROOT, STOP_TIMEOUT, PrefixedOutput, Process, free_port
@@ -239,21 +240,22 @@ class Cluster:
 
     # ------------------------------------------------------------ facts
     def leader(self, timeout: float = 15.0) -> str:
-        """The name of the live relay that holds leadership (outbox_relay_state.leader and
-        the advisory lock), waiting for one."""
+        """The name of the relay that leads, waiting for one: outbox_relay_state.leader names
+        exactly one of this cluster's relays, that process is alive, and some session holds
+        the relays' leadership lock (outbox_relay.leader.LOCK_KEY) in this database. (Which
+        session holds it is not checked: a relay killed a moment ago may still hold it until
+        its process is reaped; callers that just killed the leader wait for that first.)"""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 with psycopg.connect(self.database_url, connect_timeout=2) as conn:
                     row = conn.execute("SELECT leader FROM outbox_relay_state WHERE id = 1").fetchone()
-                    holder = conn.execute(
-                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()[0]
+                    locked = conn.execute(LEADER_ALIVE_SQL).fetchone()[0]
             except psycopg.OperationalError:
-                row, holder = None, 0
-            if row and row[0] and holder:
-                for name, p in self.relays.items():
-                    if p.alive() and name in row[0]:
-                        return name
+                row, locked = None, False
+            name = row[0] if row else None
+            if locked and name in self.relays and self.relays[name].alive():
+                return name
             time.sleep(0.1)
         raise TimeoutError(f"no live relay leads after {timeout}s")
 
