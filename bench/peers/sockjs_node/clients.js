@@ -21,7 +21,6 @@
 "use strict";
 const crypto = require("crypto");
 const net = require("net");
-const WebSocket = require("ws");
 const readline = require("readline");
 
 const opt = JSON.parse(process.argv[2]);
@@ -149,6 +148,7 @@ function openRaw(i) {
 }
 
 function openWs(i) {
+  const WebSocket = require("ws"); // npm, installed by `make bench`; the raw client needs nothing
   return new Promise((resolve) => {
     const ws = new WebSocket(opt.url, { perMessageDeflate: false, origin: opt.origin, skipUTF8Validation: true });
     let done = false;
