@@ -160,11 +160,11 @@ def between(steps: list[dict], limit_ms: float = P99_LIMIT_MS) -> float | None:
     if best is None:
         return None
     lo = best["offered_deliveries_per_s"]
-    above = [s["offered_deliveries_per_s"] for s in steps if s["offered_deliveries_per_s"] > lo]
-    if not above:
+    hi = min((s["offered_deliveries_per_s"] for s in steps if s["offered_deliveries_per_s"] > lo), default=None)
+    if hi is None:
         return None
-    mid = round((lo + min(above)) / 2, -3)
-    return float(mid) if lo < mid < min(above) else None
+    mid = round((lo + hi) / 2, -3)
+    return float(mid) if lo < mid < hi else None
 
 
 def search(run_step, subscribers: int, levels: list[float], budget_s: float, misses: int = 2,
@@ -236,8 +236,8 @@ def ours_saturation(ctx: Ctx, *, subscribers: int, levels: list[float], duration
 def peer_saturation(port: int, *, subscribers: int, levels: list[float], duration: float, size: int,
                     budget_s: float, pid: int | None = None) -> dict:
     topic = "checklist:1"
-    clients = open_clients("fan-peer", f"ws://127.0.0.1:{port}/sync/websocket", subscribers, token="peer", marker='"t":',
-                           topic=topic, origin="http://127.0.0.1")
+    clients = open_clients("fan-peer", f"ws://127.0.0.1:{port}/sync/websocket", subscribers, token="peer",
+                           topic=topic, origin="http://127.0.0.1", marker='"t":')
 
     def run_step(rate: float, seconds: float | None) -> dict:
         for c in clients:

@@ -380,8 +380,9 @@ class Hub:
         # The coalescing window starts when the writes are done. While the topic's writes
         # have taken half the loop or more lately, it lasts a third of what they took: a
         # topic with many subscribers then spends at most about three quarters of the loop
-        # on its writes (BUSY_SHARE), and under load each write carries more transactions. `duty` is the flush times
-        # decayed with DUTY_TAU: for flushes of F s every P s it tends to F / P.
+        # on its writes (BUSY_SHARE), and under load each write carries more transactions.
+        # `duty` is the flush times decayed with DUTY_TAU: for flushes of F s every P s it
+        # tends to F / P.
         done = asyncio.get_running_loop().time()
         ts.duty, ts.window = spacing(ts.duty, done - ts.flushed_at, done - started, self.coalesce)
         ts.flushed_at = done

@@ -71,11 +71,37 @@ function onMessage(buf) {
   }
 }
 
-// A minimal websocket client on a raw socket (RFC 6455, text frames, no extensions): the
-// `ws` library's stream machinery cost more CPU per message than either server spends per
-// delivery, and the load clients share the machine's cores with the server measured.
-// Every socket reads into one shared buffer (node's `onread`); a frame split across reads
-// is copied out before the buffer is reused.
+// The exchange both clients speak over their text messages: auth -> authed, subscribe ->
+// subscribed (error or resync: failed; no answer in 30 s: failed), then every message is
+// counted (onMessage). send(obj) writes one text message; resolve settles the connection's
+// promise, once.
+function subscriber(resolve, send) {
+  let done = false;
+  const settle = (ok) => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    ok ? subscribed++ : failed++;
+    resolve();
+  };
+  const timer = setTimeout(() => settle(false), 30000);
+  return {
+    settle,
+    start: () => send({ type: "auth", token: opt.token }),
+    onText: (payload) => {
+      if (done) { onMessage(payload); return; }
+      let msg;
+      try { msg = JSON.parse(payload.toString()); } catch (e) { return; }
+      if (msg.type === "authed") send({ type: "subscribe", topic: opt.topic, since: opt.since || 0 });
+      else if (msg.type === "subscribed") settle(true);
+      else if (msg.type === "error" || msg.type === "resync") settle(false);
+    },
+  };
+}
+
+// The raw client (RFC 6455 text frames, no extensions). Every socket reads into one shared
+// buffer (node's `onread`); a frame split across reads is copied out before the buffer is
+// reused.
 const SHARED = Buffer.allocUnsafe(1 << 20);
 
 function clientFrame(opcode, payload) {
@@ -93,18 +119,8 @@ function clientFrame(opcode, payload) {
 function openRaw(i) {
   return new Promise((resolve) => {
     const u = new URL(opt.url);
-    let done = false, upgraded = false, pending = null;
-    const finish = (ok) => { if (!done) { done = true; ok ? subscribed++ : failed++; resolve(); } };
-    const timer = setTimeout(() => finish(false), 30000);
-    const sendText = (obj) => sock.write(clientFrame(1, Buffer.from(JSON.stringify(obj))));
-    const onText = (payload) => {
-      if (done) { onMessage(payload); return; }
-      let msg;
-      try { msg = JSON.parse(payload.toString()); } catch (e) { return; }
-      if (msg.type === "authed") sendText({ type: "subscribe", topic: opt.topic, since: opt.since || 0 });
-      else if (msg.type === "subscribed") { clearTimeout(timer); finish(true); }
-      else if (msg.type === "error" || msg.type === "resync") { clearTimeout(timer); finish(false); }
-    };
+    let upgraded = false, pending = null;
+    const sub = subscriber(resolve, (obj) => sock.write(clientFrame(1, Buffer.from(JSON.stringify(obj)))));
     const onData = (chunk) => {
       const data = pending ? Buffer.concat([pending, chunk]) : chunk;
       pending = null;
@@ -113,11 +129,11 @@ function openRaw(i) {
         const end = data.indexOf("\r\n\r\n");
         if (end < 0) { pending = Buffer.from(data); return; }
         if (!/^HTTP\/1\.1 101/.test(data.subarray(0, 12).toString("latin1"))) {
-          clearTimeout(timer); finish(false); sock.destroy(); return;
+          sub.settle(false); sock.destroy(); return;
         }
         upgraded = true;
         off = end + 4;
-        sendText({ type: "auth", token: opt.token });
+        sub.start();
       }
       while (data.length - off >= 2) {
         const b0 = data[off], b1 = data[off + 1] & 0x7f;
@@ -129,7 +145,7 @@ function openRaw(i) {
         off += head + len;
         const op = b0 & 0x0f;
         if ((b0 & 0x80) === 0 || op === 0) { fragmented += 1; continue; }  // neither server fragments
-        if (op === 1) onText(payload);
+        if (op === 1) sub.onText(payload);
         else if (op === 9) sock.write(clientFrame(0xA, payload));
         else if (op === 8) sock.end();
       }
@@ -142,7 +158,7 @@ function openRaw(i) {
       sock.write(`GET ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
                  `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\nOrigin: ${opt.origin}\r\n\r\n`);
     });
-    sock.on("error", () => { clearTimeout(timer); finish(false); });
+    sock.on("error", () => sub.settle(false));
     socks.push(sock);
   });
 }
@@ -151,19 +167,10 @@ function openWs(i) {
   const WebSocket = require("ws"); // npm, installed by `make bench`; the raw client needs nothing
   return new Promise((resolve) => {
     const ws = new WebSocket(opt.url, { perMessageDeflate: false, origin: opt.origin, skipUTF8Validation: true });
-    let done = false;
-    const finish = (ok) => { if (!done) { done = true; ok ? subscribed++ : failed++; resolve(); } };
-    const timer = setTimeout(() => finish(false), 30000);
-    ws.on("open", () => ws.send(JSON.stringify({ type: "auth", token: opt.token })));
-    ws.on("message", (data) => {
-      if (done) { onMessage(data); return; }
-      let msg;
-      try { msg = JSON.parse(data.toString()); } catch (e) { return; }
-      if (msg.type === "authed") ws.send(JSON.stringify({ type: "subscribe", topic: opt.topic, since: opt.since || 0 }));
-      else if (msg.type === "subscribed") { clearTimeout(timer); finish(true); }
-      else if (msg.type === "error" || msg.type === "resync") { clearTimeout(timer); finish(false); }
-    });
-    ws.on("error", () => { clearTimeout(timer); finish(false); });
+    const sub = subscriber(resolve, (obj) => ws.send(JSON.stringify(obj)));
+    ws.on("open", sub.start);
+    ws.on("message", sub.onText);
+    ws.on("error", () => sub.settle(false));
     socks.push(ws);
   });
 }
