@@ -2,8 +2,10 @@
 it they are refused with 429 and Retry-After, and after the cool-off the right credential
 works again. (Logins: the right password after LIMIT-1 failures logs in; the LIMIT-th
 failure locks, answered with the lockout page itself.) Web login and admin login (django-axes), API-token guessing, sync-token and
-API-token creation (portal/throttling.py). Real requests against real PostgreSQL; the
-cool-offs are set short so the tests wait for them for real."""
+API-token creation (portal/throttling.py). Real requests against real PostgreSQL. The
+login cool-offs are set short and waited for for real; the request-rate limits run on a
+test clock (`clock`) with a long window, so a slow machine cannot stretch the requests
+that should fill a window past its end, and nobody waits for the window to pass."""
 from __future__ import annotations
 
 import time
@@ -14,7 +16,8 @@ from django.test import Client
 pytestmark = pytest.mark.django_db
 
 LIMIT = 5
-COOLOFF = 2  # seconds
+COOLOFF = 2  # seconds: the login lockout (django-axes keeps its own time in the database)
+WINDOW = 600  # seconds: the request-rate limits, on the test clock
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +27,31 @@ def short_limits(settings):
 
     settings.AXES_COOLOFF_TIME = timedelta(seconds=COOLOFF)
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {
-        "sync_token": f"{LIMIT}/{COOLOFF}s", "api_token_create": f"{LIMIT}/{COOLOFF}s",
-        "api_token_failure": f"{LIMIT}/{COOLOFF}s"}}
+        "sync_token": f"{LIMIT}/{WINDOW}s", "api_token_create": f"{LIMIT}/{WINDOW}s",
+        "api_token_failure": f"{LIMIT}/{WINDOW}s"}}
+
+
+class Clock:
+    """The rate limits' time, moved only by the test. (Their cache entries still expire
+    in real time, after WINDOW seconds: far beyond any test.)"""
+
+    def __init__(self, start: float):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch):
+    from portal.throttling import PortalRateThrottle
+
+    fake = Clock(time.time())
+    monkeypatch.setattr(PortalRateThrottle, "timer", staticmethod(fake))
+    return fake
 
 
 def login(client: Client, username: str, password: str, path: str = "/login/", addr: str = "127.0.0.1", **extra):
@@ -36,10 +62,10 @@ def logged_in(response) -> bool:
     return response.status_code == 302 and "/login/" not in response["Location"]
 
 
-def assert_refused(response) -> int:
+def assert_refused(response, within: int = COOLOFF) -> int:
     assert response.status_code == 429, (response.status_code, response.content[:300])
     seconds = int(response["Retry-After"])
-    assert 1 <= seconds <= COOLOFF + 1
+    assert 1 <= seconds <= within + 1
     return seconds
 
 
@@ -123,15 +149,18 @@ def api_get(token: str, addr: str = "127.0.0.1"):
     return Client().get("/api/checklists/", HTTP_AUTHORIZATION=f"Token {token}", REMOTE_ADDR=addr)
 
 
-def test_token_guessing_is_refused_after_the_limit_even_with_a_valid_token(alice, token_for):
+def test_token_guessing_is_refused_after_the_limit_even_with_a_valid_token(alice, token_for, clock):
     good = token_for(alice)
     for i in range(LIMIT):
         assert api_get(f"cl_guess{i}").status_code == 401, f"guess {i + 1} of {LIMIT} is an ordinary 401"
     refused = api_get(good)
-    wait = assert_refused(refused)
+    wait = assert_refused(refused, WINDOW)
+    assert wait >= WINDOW  # the window started with the first guess, no time has passed
     assert "Too many failed token attempts" in refused.json()["detail"]
     assert api_get(good, addr="198.51.100.1").status_code == 200  # other addresses are not affected
-    time.sleep(wait + 0.2)
+    clock.advance(wait - 1)
+    assert_refused(api_get(good), WINDOW)  # a second early: still refused
+    clock.advance(1.01)
     assert api_get(good).status_code == 200
 
 
@@ -145,23 +174,27 @@ def test_malformed_token_headers_count_as_failures(alice, token_for):
     good = token_for(alice)
     for bad in ["Token", "Token a b", "Token \xe9", "Bearer", "Token x"]:
         Client().get("/api/checklists/", HTTP_AUTHORIZATION=bad)
-    assert_refused(api_get(good))
+    assert_refused(api_get(good), WINDOW)
 
 
 # --- sync tokens and API-token creation -------------------------------------------------
 
 
-def test_sync_tokens_are_limited_per_user(alice, bob, checklist, client_for):
+def test_sync_tokens_are_limited_per_user(alice, bob, checklist, client_for, clock):
     client = client_for(alice)
     for i in range(LIMIT):
         assert client.post("/api/sync/token/", {}, format="json").status_code == 200, i
-    wait = assert_refused(client.post("/api/sync/token/", {}, format="json"))
+        clock.advance(1)
+    wait = assert_refused(client.post("/api/sync/token/", {}, format="json"), WINDOW)
+    assert wait == WINDOW - LIMIT  # until the first of the window leaves it
     assert client_for(bob).post("/api/sync/token/", {}, format="json").status_code == 200
-    time.sleep(wait + 0.2)
+    clock.advance(wait - 0.5)
+    assert_refused(client.post("/api/sync/token/", {}, format="json"), WINDOW)
+    clock.advance(0.51)
     assert client.post("/api/sync/token/", {}, format="json").status_code == 200
 
 
-def test_api_token_creation_is_limited_per_user(alice, bob):
+def test_api_token_creation_is_limited_per_user(alice, bob, clock):
     from portal.apitokens.models import ApiToken
 
     client = Client()
@@ -169,12 +202,12 @@ def test_api_token_creation_is_limited_per_user(alice, bob):
     for i in range(LIMIT):
         assert client.post("/tokens/", {"name": f"t{i}"}).status_code == 302, i
     refused = client.post("/tokens/", {"name": "one too many"})
-    wait = assert_refused(refused)
+    wait = assert_refused(refused, WINDOW)
     assert b"too many API tokens" in refused.content
     assert client.post("/tokens/", {"name": "x"}, HTTP_ACCEPT="application/json").status_code == 429
     assert ApiToken.objects.filter(user=alice).count() == LIMIT
     other = Client()
     other.force_login(bob)
     assert other.post("/tokens/", {"name": "bob's"}).status_code == 302
-    time.sleep(wait + 0.2)
+    clock.advance(wait + 0.01)
     assert client.post("/tokens/", {"name": "later"}).status_code == 302
