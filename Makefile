@@ -21,11 +21,16 @@ setup: $(STAMP)
 run: setup
 	$(PY) -m stack.run $(ARGS)
 
+# Two test processes, each running whole files (module- and package-scoped servers stay
+# in one process); each has its own test database. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile
+
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
 
 test-fast: setup
-	$(PY) -m pytest -m "not browser and not slow"
+	$(PY) -m pytest $(XDIST) -m "not browser and not slow"
 
 # The suites whose subject is PostgreSQL itself: the schema, capture, the claim, catch-up and
 # authority. .ci/run runs them against the machine's server too (another major version than

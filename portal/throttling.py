@@ -18,11 +18,15 @@ a token up and tells it about every failure.
 
 The counters live in the "ratelimit" cache: files on the host (settings.CACHES), shared
 by every worker process of the portal, and never inside a database transaction (the
-API rolls back every 4xx, which would erase a counted failure).
+API rolls back every 4xx, which would erase a counted failure). Their keys name the
+database: user ids are only unique within one, and two portals on a host with different
+databases (staging beside production, parallel test runs) must not count each other's
+users as one.
 """
 from __future__ import annotations
 
 from django.core.cache import caches
+from django.db import connection
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -34,6 +38,7 @@ class PortalRateThrottle(SimpleRateThrottle):
     """A SimpleRateThrottle keyed by user (or client address when anonymous)."""
 
     cache_name = "ratelimit"
+    cache_format = "throttle_%(database)s_%(scope)s_%(ident)s"
 
     def __init__(self):
         self.cache = caches[self.cache_name]
@@ -51,7 +56,10 @@ class PortalRateThrottle(SimpleRateThrottle):
     def get_cache_key(self, request, view) -> str:
         user = getattr(request, "user", None)
         ident = f"user:{user.pk}" if user is not None and user.is_authenticated else f"ip:{self.get_ident(request)}"
-        return self.cache_format % {"scope": self.scope, "ident": ident}
+        return self.cache_key_for(ident)
+
+    def cache_key_for(self, ident: str) -> str:
+        return self.cache_format % {"database": connection.settings_dict["NAME"], "scope": self.scope, "ident": ident}
 
 
 class SyncTokenThrottle(PortalRateThrottle):
@@ -69,7 +77,7 @@ class TokenFailureLimiter(PortalRateThrottle):
     scope = "api_token_failure"
 
     def get_cache_key(self, request, view) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+        return self.cache_key_for(self.get_ident(request))
 
     def refused(self, request) -> float | None:
         """Seconds until this client may try again, or None if it may try now."""

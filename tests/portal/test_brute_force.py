@@ -211,3 +211,16 @@ def test_api_token_creation_is_limited_per_user(alice, bob, clock):
     assert other.post("/tokens/", {"name": "bob's"}).status_code == 302
     clock.advance(wait + 0.01)
     assert client.post("/tokens/", {"name": "later"}).status_code == 302
+
+
+def test_the_counters_of_one_database_do_not_count_for_another(alice, client_for, monkeypatch):
+    """User ids are unique within one database only: a portal on another database (staging
+    beside production on one host, or a parallel test run) has its own user 1."""
+    from django.db import connection
+
+    client = client_for(alice)
+    for _ in range(LIMIT):
+        client.post("/api/sync/token/", {}, format="json")
+    assert_refused(client.post("/api/sync/token/", {}, format="json"), WINDOW)
+    monkeypatch.setitem(connection.settings_dict, "NAME", connection.settings_dict["NAME"] + "_elsewhere")
+    assert client.post("/api/sync/token/", {}, format="json").status_code == 200
