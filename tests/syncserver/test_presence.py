@@ -14,7 +14,7 @@ import pytest
 from stack.cluster import Cluster
 from stack.sockjs_client import connect
 from syncserver import presence as presence_module
-from tests.syncserver.harness import ORIGIN, SECRET, django_call, token
+from tests.syncserver.harness import ORIGIN, SECRET, django_call, token, wait_sequenced
 
 
 def test_summary_is_one_entry_per_user_with_tabs_and_the_earliest_since():
@@ -109,6 +109,9 @@ def test_presence_across_two_servers_authority_removal_and_kill_9(db_url):
                     Membership.objects.create(checklist=checklist, user=bob, role=Membership.EDITOR)
                 return checklist
             checklist = await django_call(new_list)
+            # Subscribing before the relay has sequenced the new memberships is rightly
+            # answered resync (a page retries); on a busy machine the relay can be late.
+            await asyncio.to_thread(wait_sequenced, db_url)
             topic = checklist_topic(checklist.pk)
 
             async def open_tab(url, user, label, transport="websocket"):
