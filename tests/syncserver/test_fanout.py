@@ -134,6 +134,7 @@ async def test_concurrent_subscribers_share_one_outbox_read_then_none_at_the_kno
     assert {await hub.subscribe(s, "t", 2) for s in late} == {"live"}
     assert cu.calls == 1
     hub.on_event(ev(3))
+    await asyncio.sleep(0)
     assert all(s.tpos() == [1, 2, 3] for s in early) and all(s.tpos() == [3] for s in late)
 
 
@@ -186,7 +187,8 @@ async def test_a_busy_topic_sends_several_whole_transactions_per_message():
     hub = make_hub(FakeCatchUp(), coalesce=0.02, flush_delay=0.05)
     s = Sink()
     await hub.subscribe(s, "t", 0)
-    hub.on_event(txev(1, True))  # quiet topic: sent at once
+    hub.on_event(txev(1, True))  # quiet topic: sent at the end of this turn
+    await asyncio.sleep(0)
     assert s.tpos() == [1]
     plan = [(2, False), (3, True), (4, True), (5, False), (6, False), (7, True), (8, False)]
     for tpos, last in plan:
@@ -199,6 +201,25 @@ async def test_a_busy_topic_sends_several_whole_transactions_per_message():
     hub.on_event(txev(9, True))
     await asyncio.sleep(0.03)
     assert _txs(s) == [[1], [2, 3], [4], [5, 6, 7], [8, 9]]
+
+
+async def test_a_burst_routed_in_one_turn_is_one_message_and_waits_for_no_timer():
+    # The default (no coalescing window): what the broker stream hands over in one turn
+    # of the loop (a relay batch) goes out together at the end of that turn; nothing waits
+    # for a timer, which the selector would round up to a whole millisecond.
+    hub = make_hub(FakeCatchUp())
+    s = Sink()
+    await hub.subscribe(s, "t", 0)
+    for tpos, last in [(1, True), (2, False), (3, True), (4, True), (5, False)]:
+        hub.on_event(txev(tpos, last))
+    assert s.tpos() == []
+    await asyncio.sleep(0)
+    messages = lambda: len([m for m in s.got if m["type"] == "events"])  # noqa: E731
+    assert _txs(s) == [[1], [2, 3], [4]] and messages() == 1  # 5's transaction is open
+    hub.on_event(txev(6, True))  # ends 5's transaction
+    hub.on_event(txev(7, True))
+    await asyncio.sleep(0)
+    assert _txs(s) == [[1], [2, 3], [4], [5, 6], [7]] and messages() == 2
 
 
 async def test_an_open_transaction_is_flushed_after_flush_delay_when_its_tx_last_is_lost():

@@ -229,6 +229,8 @@ async def test_routing_encodes_once_per_topic_and_groups_transactions():
     hub.on_event(ev(1, tx_last=False))
     assert a.tpos() == []  # held until the transaction ends
     hub.on_event(ev(2))
+    assert a.tpos() == []  # ... and until the rest of this turn's burst is routed
+    await asyncio.sleep(0)
     assert a.tpos() == b.tpos() == [1, 2] and other.tpos() == []
     assert a.prepared[-1] is b.prepared[-1]  # one encoded message shared
     hub.on_event(ev(3, tx_last=False))  # tx_last lost: flushed after flush_delay anyway
@@ -293,6 +295,7 @@ async def test_live_events_during_catch_up_are_merged_without_gaps_or_duplicates
     assert await task == "recovered_outbox"
     assert s.tpos() == [1, 2, 3, 4, 5] and s.got[-1]["tpos"] == 5
     hub.on_event(ev(6))
+    await asyncio.sleep(0)
     assert s.tpos() == [1, 2, 3, 4, 5, 6]
 
 
