@@ -219,7 +219,8 @@ _add(S, "SYNC_RECENT_EVENTS", values.integer(0, 1_000_000), "256", "in-memory ri
 _add(S, "SYNC_MAX_RECOVER_EVENTS", values.integer(1, 1_000_000), "5000", "a client further behind gets `resync`",
      (SYNC,))
 _add(S, "SYNC_COALESCE_MS", values.integer(0, 1000), "0",
-     "shortest window in which a topic's whole transactions share one message (0–1000; 0: those routed in one turn of the loop)", (SYNC,))
+     "shortest window in which a topic's whole transactions share one message"
+     " (0–1000; 0: those routed in one turn of the loop)", (SYNC,))
 _add(S, "SYNC_LOG_LEVEL", values.log_level, "INFO", "", (SYNC,))
 _add(S, "SYNC_DRAIN_SECONDS", values.seconds(allow_zero=True), "0",
      "on SIGTERM, how long /healthz answers 404 before the sessions close (behind a balancer: longer than its"

@@ -20,13 +20,13 @@ Invariants:
   together), else at the end of the window, so a busy topic costs one write per
   subscriber per window rather than per transaction. The window is `coalesce` (0 by
   default: a timer's wait is rounded up to a whole millisecond, which a 1 ms floor
-  added to every event's latency at 1,000 events/s); and while the topic's flushes have taken
-  half the loop's time or more lately (`duty`, averaged over about DUTY_TAU), it is a
-  third of the last flush's time: then a topic with thousands of subscribers takes at
-  most about three quarters of the loop (BUSY_SHARE), the rest stays for everything
-  else (subscribes, other topics, the broker stream), and each write carries more
-  transactions as the load grows. Below that, a transaction goes out as soon as it is
-  whole: waiting would add latency and save nothing the loop needs. (A window as long
+  added to every event's latency at 1,000 events/s); and while the topic's flushes
+  have taken half the loop's time or more lately (`duty`, averaged over about
+  DUTY_TAU), it is a third of the last flush's time: then a topic with thousands of
+  subscribers takes at most about three quarters of the loop (BUSY_SHARE), the rest
+  stays for everything else (subscribes, other topics, the broker stream), and each
+  write carries more transactions as the load grows. Below that, a transaction goes
+  out as soon as it is whole: waiting would add latency and save nothing the loop needs. (A window as long
   as the flush, half the loop, saved about a fifth of the CPU per delivery at 100-150k
   deliveries/s but added a fifth to p99: bench/results/latest.md, figure 5.)
 - The `events` text and its WebSocket frames are built once per flush and shared by
