@@ -52,7 +52,7 @@ class Config:
     max_subscriptions: int = setting("SYNC_MAX_SUBSCRIPTIONS")
     recent_events: int = setting("SYNC_RECENT_EVENTS")
     max_recover_events: int = setting("SYNC_MAX_RECOVER_EVENTS")
-    coalesce_ms: int = setting("SYNC_COALESCE_MS")             # shortest window a busy topic's transactions share
+    coalesce_ms: int = setting("SYNC_COALESCE_MS")             # min. window whole transactions share (0: a loop turn)
     heartbeat_interval: float = 1.0
     drain_seconds: float = setting("SYNC_DRAIN_SECONDS")       # SIGTERM: fail /healthz this long, then close
     log_level: str = setting("SYNC_LOG_LEVEL")
