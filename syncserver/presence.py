@@ -157,25 +157,29 @@ class Presence:
         backoff = Backoff(0.2, 5.0)
         conn: psycopg.AsyncConnection | None = None
         batch: list[tuple] = []
-        while True:
-            if not batch:
-                batch.append(await self._ops.get())
-            while not self._ops.empty():
-                batch.append(self._ops.get_nowait())
-            try:
-                if conn is None or conn.closed:
-                    conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=5)
-                await self._apply(conn, batch)
-                batch = []
-                backoff.reset()
-            except psycopg.Error as exc:
-                log.warning("presence: database write failed (%s); retrying", exc)
-                self._rebuild = True  # what is in the database is unknown now
-                batch = [("sync",)]
-                if conn is not None:
-                    await conn.close()
-                conn = None
-                await asyncio.sleep(backoff.next())
+        try:
+            while True:
+                if not batch:
+                    batch.append(await self._ops.get())
+                while not self._ops.empty():
+                    batch.append(self._ops.get_nowait())
+                try:
+                    if conn is None or conn.closed:
+                        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=5)
+                    await self._apply(conn, batch)
+                    batch = []
+                    backoff.reset()
+                except psycopg.Error as exc:
+                    log.warning("presence: database write failed (%s); retrying", exc)
+                    self._rebuild = True  # what is in the database is unknown now
+                    batch = [("sync",)]
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+                    await asyncio.sleep(backoff.next())
+        finally:  # stop() cancels this task: the connection goes with it
+            if conn is not None:
+                await conn.close()
 
     async def _apply(self, conn: psycopg.AsyncConnection, batch: list[tuple]) -> None:
         topics: set[str] = set()

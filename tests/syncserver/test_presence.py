@@ -174,3 +174,37 @@ def test_presence_across_two_servers_authority_removal_and_kill_9(db_url):
     finally:
         cluster.stop()
     assert "Traceback" not in cluster.outputs()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stopped_server_leaves_no_database_connection_behind(db_url):
+    """Stopping a sync server closes the presence writer's connection too (it stayed open
+    until garbage collection: a server stopped and started in one process, as the tests
+    do, leaked one connection each time)."""
+    import psycopg
+
+    from tests.syncserver.harness import new_topic, sync_stack
+
+    def others() -> int:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity"
+                                " WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+
+    topic = new_topic(db_url)
+
+    async def scenario() -> int:
+        before = await asyncio.to_thread(others)
+        async with sync_stack(db_url) as stack:
+            c = await connect("rawwebsocket", stack.sockjs_url)
+            await c.auth(token([topic]))
+            await c.send({"type": "subscribe", "topic": topic, "since": 0, "presence": True})
+            kinds = []
+            while "presence" not in kinds:  # written to the database, and read back
+                kinds.append((await c.recv())["type"])
+            await c.close()
+        deadline = time.monotonic() + 5
+        while (after := await asyncio.to_thread(others)) > before and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # a closed connection's backend exits a moment later
+        return after - before
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 30)) <= 0
