@@ -98,6 +98,17 @@ def django_call(fn: Callable[[], T]) -> "asyncio.Future[T]":
     return asyncio.ensure_future(asyncio.to_thread(run))
 
 
+async def recv_events(client, count: int, timeout: float = 10.0) -> list[dict]:
+    """The next `events` messages, until they hold `count` events. However the hub split
+    them: a message carries one or more whole transactions (what it routed in one turn of
+    its loop goes out together), so tests must not count on one message per commit."""
+    got = [await client.recv_type("events", timeout)]
+    while sum(len(m["events"]) for m in got) < count:
+        got.append(await client.recv_type("events", timeout))
+    assert all(m["events"][-1]["tx_last"] for m in got), "a message ends at a transaction boundary"
+    return got
+
+
 def token(topics, user_id=7, username="alice", ttl=300, secret=SECRET, now=None) -> str:
     return tokens.mint(secret, user_id=user_id, username=username, topics=list(topics), ttl=ttl, now=now)
 

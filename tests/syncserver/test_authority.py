@@ -16,7 +16,7 @@ import time
 import pytest
 
 from stack.sockjs_client import connect
-from tests.syncserver.harness import ORIGIN, django_call, new_topic, sync_stack, token, wait_delivered
+from tests.syncserver.harness import ORIGIN, django_call, new_topic, recv_events, sync_stack, token, wait_delivered
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -169,7 +169,7 @@ async def test_renewing_over_the_open_connection_keeps_events_flowing_past_the_f
             await asyncio.sleep(authed["expires_in"] + 0.3)
             await stack.relay.items(topic, 2)
             await stack.relay.items(dropped, 1)
-            got = [await c.recv_type("events"), await c.recv_type("events")]
+            got = await recv_events(c, 2)
             assert [e["tpos"] for m in got for e in m["events"]] == [1, 2] and {m["topic"] for m in got} == {topic}
             assert await c.quiet(0.4) == []
         finally:

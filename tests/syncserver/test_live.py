@@ -8,7 +8,7 @@ import pytest
 
 from stack.sockjs_client import connect
 from syncserver.redaction import browser_raw
-from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token
+from tests.syncserver.harness import ORIGIN, new_topic, recv_events, sync_stack, token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,14 +30,11 @@ async def test_clients_receive_exactly_the_committed_events_in_order(db_url, kin
             await stack.relay.items(other, 2)  # another topic: not delivered
             tx = await stack.relay.commit(topic, [{"id": 1, "data": {"a": 1}}, {"id": 2, "data": {"b": 2}}])
             singles = await stack.relay.items(topic, 3)
-            got = [await c.recv_type("events")]
-            while sum(len(m["events"]) for m in got) < 5:
-                got.append(await c.recv_type("events"))
-            # One transaction's events travel together, with the relay's envelopes as
-            # browsers may see them (syncserver/redaction.py).
-            assert got[0]["events"] == [json.loads(browser_raw(e)) for e in tx]
-            assert [e["tpos"] for m in got for e in m["events"]] == [1, 2, 3, 4, 5]
-            assert [json.loads(browser_raw(e)) for e in singles] == [e for m in got[1:] for e in m["events"]]
+            got = await recv_events(c, 5)  # messages end at transaction boundaries
+            # The relay's envelopes as browsers may see them (syncserver/redaction.py).
+            events = [e for m in got for e in m["events"]]
+            assert events == [json.loads(browser_raw(e)) for e in [*tx, *singles]]
+            assert [e["tpos"] for e in events] == [1, 2, 3, 4, 5]
             assert all(m["topic"] == topic for m in got)
             assert await c.quiet(0.4) == []
         finally:

@@ -8,7 +8,7 @@ import pytest
 
 from stack.sockjs_client import connect
 from syncserver.redaction import browser_raw
-from tests.syncserver.harness import ORIGIN, new_topic, sync_stack, token, wait_delivered
+from tests.syncserver.harness import ORIGIN, new_topic, recv_events, sync_stack, token, wait_delivered
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,8 +26,7 @@ async def test_reconnect_gets_exactly_the_missed_events(db_url, ring):
         await _subscribe(c, topic, 0)
         assert (await c.recv())["type"] == "subscribed"
         await stack.relay.items(topic, 2)
-        seen = [e["tpos"] for e in (await c.recv_type("events"))["events"]]
-        seen += [e["tpos"] for e in (await c.recv_type("events"))["events"]]
+        seen = [e["tpos"] for m in await recv_events(c, 2) for e in m["events"]]
         assert seen == [1, 2]
         await c.close()
         missed = await stack.relay.items(topic, 5)
