@@ -26,9 +26,10 @@ Invariants:
   subscribers takes at most about three quarters of the loop (BUSY_SHARE), the rest
   stays for everything else (subscribes, other topics, the broker stream), and each
   write carries more transactions as the load grows. Below that, a transaction goes
-  out as soon as it is whole: waiting would add latency and save nothing the loop needs. (A window as long
-  as the flush, half the loop, saved about a fifth of the CPU per delivery at 100-150k
-  deliveries/s but added a fifth to p99: bench/results/latest.md, figure 5.)
+  out as soon as it is whole: waiting would add latency and save nothing the loop
+  needs. (A window as long as the flush, half the loop, saved about a fifth of the CPU
+  per delivery at 100-150k deliveries/s but added a fifth to p99:
+  bench/results/latest.md, figure 5.)
 - The `events` text and its WebSocket frames are built once per flush and shared by
   all its subscribers; per subscriber the hot loop only compares tpos and writes.
 - Authority (issue 14): a subscription is registered, buffering live events, before the
@@ -160,7 +161,6 @@ class TopicState:
     subs: dict = field(default_factory=dict)  # sink -> Subscription
     pending: list = field(default_factory=list)
     flush_handle: asyncio.Handle | None = None  # the next flush: a timer, or this turn's end
-    flush_soon: bool = False  # flush_handle is a call_soon: due now, after this turn's burst
     # While no event of the topic has been routed (tpos is None): the highest latest
     # tpos an outbox read reported since this state was created. Every event above it
     # is still to come through on_event, so a subscriber at exactly that tpos can go
@@ -171,6 +171,11 @@ class TopicState:
     flushed_at: float = float("-inf")  # loop time the last flush finished
     window: float = 0.0      # the coalescing window after it (see Hub._send)
     duty: float = 0.0        # share of recent loop time spent flushing this topic (see Hub._send)
+
+    @property
+    def flush_soon(self) -> bool:
+        """The next flush is due now, at the end of this turn (a call_soon, not a timer)."""
+        return self.flush_handle is not None and not isinstance(self.flush_handle, asyncio.TimerHandle)
 
 
 def revoked_users(events: Iterable[EventLike]) -> dict[int, int]:
@@ -327,7 +332,6 @@ class Hub:
                     if ts.flush_handle is not None:
                         ts.flush_handle.cancel()
                     ts.flush_handle = loop.call_soon(self._flush_due, event.topic)
-                    ts.flush_soon = True
             elif ts.flush_handle is None or (not ts.flush_soon and ts.flush_handle.when() > due):
                 # Flushed a moment ago: whatever whole transactions arrive until `due`
                 # go out together, one write per subscriber instead of one per
@@ -344,7 +348,7 @@ class Hub:
         ts = self.topics.get(topic)
         if ts is None:
             return
-        ts.flush_handle, ts.flush_soon = None, False
+        ts.flush_handle = None
         if len(ts.pending) > ts.complete:
             wait = ts.open_since + self.flush_delay - asyncio.get_running_loop().time()
             if wait > 0:
@@ -361,7 +365,7 @@ class Hub:
             return
         if ts.flush_handle is not None:
             ts.flush_handle.cancel()
-            ts.flush_handle, ts.flush_soon = None, False
+            ts.flush_handle = None
         self._send(topic, ts, len(ts.pending))
 
     def _send(self, topic: str, ts: TopicState, count: int) -> None:

@@ -199,11 +199,6 @@ class FakeAuthority:
 
 
 def make_hub(catchup=None, authority=None, **kwargs) -> Hub:
-    # No coalescing window unless a test asks for one: with the default 1 ms, whether
-    # routed events are still pending when a subscribe awaits depends on the machine's
-    # speed (they then arrive in the subscriber's buffer and fill holes a test meant
-    # to leave open), which made the resume tests flaky on a slow CI runner.
-    kwargs.setdefault("coalesce", 0)
     return Hub(catchup if catchup is not None else FakeCatchUp(),
                authority=authority if authority is not None else FakeAuthority(), **kwargs)
 
@@ -262,15 +257,15 @@ async def test_resume_from_ring_outbox_and_resync():
 
 
 async def test_events_held_by_the_window_fill_a_resume_the_outbox_can_no_longer_serve():
-    # What made the test above flaky on a slow runner, pinned on purpose: events routed
-    # but still pending (the coalescing window) when a resume reads the outbox reach the
-    # new subscription's buffer when the window ends, and complete the read.
-    hub = make_hub(FakeCatchUp([ev(i) for i in range(1, 6)], latest=5), recent_events=2, coalesce=0.05)
+    # What made the test above flaky on a slow runner (under the old 1 ms default window),
+    # pinned on purpose: events routed but not sent yet (they go at the end of this turn,
+    # or of a window) when a resume reads the outbox reach the new subscription's buffer
+    # while the read is out, and complete it.
+    hub = make_hub(FakeCatchUp([ev(i) for i in range(1, 6)], latest=5), recent_events=2)
     for i in range(1, 6):
-        hub.on_event(ev(i))  # 1 goes out at once; 2..5 wait for the window
+        hub.on_event(ev(i))  # all five wait for the end of this turn
     hub.catchup.events = [ev(4), ev(5)]  # 2 and 3 pruned
     s = Sink()
-    time.sleep(0.06)  # the window ends while the read is out
     assert await hub.subscribe(s, "t", 1) == "recovered_outbox" and s.tpos() == [2, 3, 4, 5]
     hub.on_event(ev(6))
     await asyncio.sleep(0.1)
