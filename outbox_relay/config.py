@@ -34,7 +34,7 @@ class RelayConfig:
     metrics_port: int = setting("OUTBOX_RELAY_METRICS_PORT")          # 0 disables the Prometheus endpoint
     max_event_bytes: int = setting("OUTBOX_RELAY_MAX_EVENT_BYTES")    # larger data makes a poison row
     connect_delay: float = setting("OUTBOX_RELAY_CONNECT_DELAY")      # after connecting (slow joiner)
-    claim_interval: float = setting("OUTBOX_RELAY_CLAIM_INTERVAL")    # between claims of a trickle (relay._drain)
+    claim_interval: float = setting("OUTBOX_RELAY_CLAIM_INTERVAL")    # between claims while busy (relay._drain)
     name: str = setting("OUTBOX_RELAY_NAME", default="")              # "": host:pid
     log_level: str = setting("OUTBOX_RELAY_LOG_LEVEL")
     database_url: str | None = setting("DATABASE_URL")               # None: the embedded server

@@ -1,11 +1,12 @@
 """The doorbell: LISTEN outbox on a dedicated autocommit connection, and arm/disarm.
 
 Writers NOTIFY only while the doorbell is armed (once per transaction, at its first outbox
-row: migrations/schema.sql), because NOTIFY serializes commits. The relay disarms when
-it finds work (inside the claim), drains, arms, then drains once more. A writer that read
-"disarmed" was in progress when the relay armed: the relay notes those transactions and,
-while it sleeps, drains again each time some of them have ended (relay.Relay._sleep), so one
-left open delays nobody else.
+row: migrations/schema.sql), because NOTIFY serializes commits. While events come slowly
+the relay keeps it armed and claims each ring (relay.Relay._armed); when they come fast its
+claims disarm it (inside the claim) and it drains on a timer, then arms and claims once
+more. A writer that read "disarmed" was in progress when the relay armed: the relay notes
+those transactions and, while it sleeps, claims again each time some of them have ended
+(relay.Relay._sleep), so one left open delays nobody else.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 # claim (outbox_claim(..., p_disarm => true)), which commits durably anyway.
 DISARM_SQL = "SELECT outbox_set_doorbell(false)"
 ARM_SQL = "SELECT outbox_set_doorbell(true)"
+ARMED_SQL = "SELECT armed FROM outbox_doorbell"
 # Run right after arming: the transactions in progress now are the only ones that may have
 # read "disarmed" at commit and not rung; the relay drains again once they have ended.
 IN_PROGRESS_SQL = "SELECT coalesce(array_agg(x), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) AS x"

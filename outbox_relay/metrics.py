@@ -10,6 +10,7 @@ LAG = Histogram(
 )
 PUBLISHED = Counter("outbox_relay_events_published_total", "Events published (republished ones included)")
 BATCHES = Counter("outbox_relay_batches_total", "Claim batches that sequenced at least one row")
+CLAIMS = Counter("outbox_relay_claims_total", "Claims sent to PostgreSQL, empty ones included")
 LEADER = Gauge("outbox_relay_leader", "1 while this relay is the leader")
 POISON = Counter("outbox_relay_poison_rows_total", "Rows sequenced with an error (published without data)")
 HEARTBEATS = Counter("outbox_relay_heartbeats_total", "Heartbeats published")

@@ -2,7 +2,8 @@
 
     standby --(advisory lock)--> leader:
         LISTEN, connect the publisher, republish (published_pos, last_pos],
-        then: disarm, drain, arm, drain, sleep until a ring / the poll timer.
+        then alternate: busy, drain with the doorbell disarmed (a claim per claim_interval);
+        quiet, arm it and claim each ring as it comes (relay.Relay._armed).
 
 Any database error sends the relay back to the election with backoff; the lock lives on
 the sequencing connection, so a relay that lost it can no longer claim anything.
@@ -19,7 +20,8 @@ import psycopg
 
 from outbox_relay import leader, metrics, sequencer
 from outbox_relay.config import RelayConfig
-from outbox_relay.listener import ARM_SQL, IN_PROGRESS_SQL, STILL_RUNNING_SQL, Listener
+from outbox_relay.listener import ARM_SQL, ARMED_SQL, IN_PROGRESS_SQL, STILL_RUNNING_SQL, Listener
+from outbox_relay.pacing import RingRate
 from outbox_relay.publisher import Publisher
 from runtime.backoff import Backoff, sleep_or_stop
 
@@ -102,24 +104,22 @@ class Relay:
             await asyncio.sleep(self.config.connect_delay)
             await self._republish(conn, publisher)
             heartbeat = asyncio.create_task(self._heartbeats(conn, publisher, stop), name="relay-heartbeat")
+            paced = False
             while not stop.is_set():
                 if heartbeat.done():
                     heartbeat.result()  # re-raises what killed it
                     return
-                # No separate disarm: a claim that finds work disarms the doorbell in its own
-                # (durable anyway) transaction, so a wake-up costs one commit before publishing.
-                await self._drain(conn, publisher, stop)
+                # Busy: claims disarm the doorbell (their own durable transaction), so writers
+                # do not ring, and come one per claim_interval while rows keep arriving.
+                await self._drain(conn, publisher, stop, paced)
                 if stop.is_set():
                     break
-                await conn.execute(ARM_SQL)
-                cur = await conn.execute(IN_PROGRESS_SQL)
-                in_progress = (await cur.fetchone())[0]
-                if await self._drain(conn, publisher, stop):
-                    continue  # work arrived meanwhile: stay awake (and disarmed next round)
-                woke = await self._sleep(conn, publisher, listener, in_progress, stop)
+                # Quiet: armed, every writer rings, and each ring is claimed at once.
+                woke = await self._armed(conn, publisher, listener, heartbeat, stop)
                 if woke == "listener-lost":
                     log.warning("relay listener lost error=%r; reconnecting", str(listener.error()).strip())
                     await self._reconnect_listener(listener, stop)
+                paced = woke == "busy"
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -135,16 +135,68 @@ class Relay:
                 except psycopg.Error:
                     pass  # the next leader republishes from the last recorded position
 
-    async def _sleep(self, conn: psycopg.AsyncConnection, publisher: Publisher, listener: Listener,
-                     watched: list, stop: asyncio.Event) -> str:
-        """Sleep until a ring, the poll timer, stop or the listener's death, and say which.
+    async def _armed(self, conn: psycopg.AsyncConnection, publisher: Publisher, listener: Listener,
+                     heartbeat: asyncio.Task, stop: asyncio.Event) -> str:
+        """Arm the doorbell and claim each ring as it comes, without disarming; return when
+        that should stop: "busy" (claims that find work come faster than one per BUSY_GAP on
+        average: pacing.RingRate), "backlog" (a claim came back full), "listener-lost",
+        "heartbeat-lost" (the caller re-raises what ended it) or "stop".
 
-        Meanwhile watch `watched`, the transactions in progress when the doorbell was armed:
-        any of them may have read "disarmed" and will commit without ringing. Each time some
-        of them have ended, drain: a commit among them is published within a watch step,
-        however long the others stay open ("drained" if that found work: the claim disarmed
-        the doorbell, so the caller arms it again). The watch lasts as long as the sleep; the
-        next round records whatever is still in progress again.
+        Staying armed is what makes a quiet relay cheap: one claim per wake-up, where
+        disarming at every ring meant disarm, claim, wait, claim, arm, list, claim (about
+        three claims and two more round trips per event at 200 events/s). The rings are what
+        writers pay, and they pay more as rings get denser (NOTIFY serializes commits): past
+        one per BUSY_GAP on average the caller drains disarmed instead.
+
+        The doorbell is a hint anyone may flip (`outbox_set_doorbell`): a wake-up whose claim
+        finds nothing checks it, and a poll arms it, each arming again as at the start and
+        claiming once more, so a disarmed bell costs latency until then, never an event.
+        """
+        loop = asyncio.get_running_loop()
+        watched = await self._arm(conn)
+        rate = RingRate(loop.time())
+        check = False  # whether a claim that finds nothing should check the doorbell
+        while not stop.is_set():
+            started = loop.time()
+            rows = await self._claim(conn, disarm=False)
+            if rows:
+                self._publish(publisher, rows)
+                metrics.BATCHES.inc()
+                if len(rows) >= self.config.batch_size:
+                    return "backlog"
+                if rate.busy(started):
+                    return "busy"
+            elif check and not await self._is_armed(conn):
+                watched = await self._arm(conn)  # then claim what committed unannounced
+                check = False
+                continue
+            woke, watched = await self._sleep(conn, listener, watched, stop)
+            if woke in ("stop", "listener-lost"):
+                return woke
+            if heartbeat.done():
+                return "heartbeat-lost"
+            check = woke != "poll"
+            if woke == "poll":
+                watched = await self._arm(conn)
+        return "stop"
+
+    async def _is_armed(self, conn: psycopg.AsyncConnection) -> bool:
+        cur = await conn.execute(ARMED_SQL, prepare=True)
+        return (await cur.fetchone())[0]
+
+    async def _arm(self, conn: psycopg.AsyncConnection) -> list:
+        """Arm the doorbell (a no-op if armed); return the transactions in progress now:
+        only they may have read "disarmed" and will commit without ringing."""
+        await conn.execute(ARM_SQL)
+        cur = await conn.execute(IN_PROGRESS_SQL)
+        return (await cur.fetchone())[0]
+
+    async def _sleep(self, conn: psycopg.AsyncConnection, listener: Listener, watched: list,
+                     stop: asyncio.Event) -> tuple[str, list]:
+        """Sleep until a ring, the poll timer, stop or the listener's death, or until some of
+        `watched` have ended ("watch"): a commit among them did not ring, so it is claimed
+        within a watch step however long the others stay open. Returns what woke it and
+        which of `watched` are still running.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.poll_interval
@@ -152,16 +204,15 @@ class Relay:
         while (remaining := deadline - loop.time()) > 0:
             woke = await listener.wait(min(step, remaining) if watched else remaining, stop)
             if woke != "poll":
-                return woke
+                return woke, watched
             if not watched:
                 continue
             cur = await conn.execute(STILL_RUNNING_SQL, (watched,))
             running = (await cur.fetchone())[0]
-            if len(running) < len(watched) and await self._drain(conn, publisher, stop):
-                return "drained"
-            watched = running
+            if len(running) < len(watched):
+                return "watch", running
             step = min(step * 2, WATCH_MAX_STEP)
-        return "poll"
+        return "poll", watched
 
     async def _reconnect_listener(self, listener: Listener, stop: asyncio.Event) -> None:
         backoff = Backoff(first=0.1, cap=5.0)
@@ -187,14 +238,19 @@ class Relay:
             await sequencer.record_published(conn, self.published_pos)
         self.published_pos = max(self.published_pos, last)
 
-    async def _drain(self, conn: psycopg.AsyncConnection, publisher: Publisher, stop: asyncio.Event) -> int:
-        """Claim and publish until nothing is left (or stop); returns rows published.
+    async def _drain(self, conn: psycopg.AsyncConnection, publisher: Publisher, stop: asyncio.Event,
+                     paced: bool = False) -> int:
+        """Claim and publish until nothing is left (or stop); returns rows published. Each
+        claim that finds work disarms the doorbell. paced: a short batch has just been
+        published (by the armed loop), so wait claim_interval before the first claim.
 
         Pipelined: once batch k's claim has committed, the claim of k+1 is sent, and
         PostgreSQL sequences it while batch k is published here (the two overlap on two
         cores). Publication stays in pos order: k+1 is published only after k.
         """
         total = 0
+        if paced:
+            await sleep_or_stop(stop, self.config.claim_interval)
         rows = await self._claim(conn)
         while rows:
             if stop.is_set():
@@ -232,8 +288,9 @@ class Relay:
             rows = await following
         return total
 
-    def _claim(self, conn: psycopg.AsyncConnection):
-        return sequencer.claim(conn, self.config.batch_size, self.published_pos, self.config.max_event_bytes)
+    def _claim(self, conn: psycopg.AsyncConnection, disarm: bool = True):
+        metrics.CLAIMS.inc()
+        return sequencer.claim(conn, self.config.batch_size, self.published_pos, self.config.max_event_bytes, disarm)
 
     def _publish(self, publisher: Publisher, rows: list[sequencer.Row]) -> None:
         now = time.time()

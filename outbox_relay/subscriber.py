@@ -64,6 +64,8 @@ _ROWS = "SELECT o.pos, outbox_envelope(o) FROM outbox o WHERE o.pos > %s AND o.p
 class Subscriber:
     def __init__(self, *, broker_url: str, dsn: str, curve: ClientKeys, after_pos: int | None = None,
                  heartbeat_timeout: float = 3.0) -> None:
+        # after_pos None: live from the published_pos the relay has recorded (with each
+        # claim and heartbeat, so it may trail what went out by a heartbeat).
         self.broker_url = broker_url
         self.dsn = dsn
         self.curve = curve

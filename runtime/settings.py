@@ -186,7 +186,7 @@ _add(S, "OUTBOX_RELAY_MAX_EVENT_BYTES", values.integer(1), "1000000", "larger da
 _add(S, "OUTBOX_RELAY_CONNECT_DELAY", values.seconds(allow_zero=True), "0.2",
      "wait after connecting to the broker (ZeroMQ slow joiner)", (RELAY,))
 _add(S, "OUTBOX_RELAY_CLAIM_INTERVAL", values.seconds(allow_zero=True), "0.002",
-     "seconds between claims while rows trickle in (batches them; 0: claim again at once)", (RELAY,))
+     "seconds between claims while the relay is busy (batches them; 0: claim again at once)", (RELAY,))
 _add(S, "OUTBOX_RELAY_NAME", values.text, None, "name shown as leader in status", (RELAY,), shown="`host:pid`")
 _add(S, "OUTBOX_RELAY_LOG_LEVEL", values.log_level, "INFO", "", (RELAY,))
 _add(S, "OUTBOX_RELAY_CURVE_SECRET_KEY", _secret_key, None,
