@@ -216,7 +216,8 @@ def latency(raw: dict) -> dict:
             chart[f"ours {label}"] = m
     rows += claim_interval_rows(raw.get("claim_interval") or {})
     page = raw.get("page_latency") or {}
-    for key in ("websocket@100", "websocket@1000", "xhr-streaming@100", "xhr-streaming@1000"):
+    for key in ("websocket@100", "websocket@1000", "eventsource@100", "eventsource@1000",
+                "xhr-streaming@100", "xhr-streaming@1000"):
         m = page.get(key)
         if m is None:
             continue

@@ -174,7 +174,9 @@ class Run:
         # The page runs on a whole stack of its own (portal included): ours stops meanwhile,
         # so the two do not share the cores (the next phase starts it again).
         stop_stack(self.ctx)
-        self.raw["page_latency"] = page.run(self.ctx.url, rates=[100, 1000], transports=["websocket", "xhr-streaming"],
+        # eventsource: the page's own first fallback (syncclient.js); xhr-streaming: sockjs-client's.
+        self.raw["page_latency"] = page.run(self.ctx.url, rates=[100, 1000],
+                                            transports=["websocket", "eventsource", "xhr-streaming"],
                                             duration=self.ctx.scale(10, 3), tmp=self.ctx.tmp)
 
     def throughput(self) -> None:

@@ -45,12 +45,34 @@ def test_forced_transport_delivers_live_updates(transport, browsers, make_checkl
     api.delete_item(db.item_id(cid, "First"))
     pages.wait_all(db.items(cid), bob=bob)
 
-    sync_port = f":{stack.ports.sync}"
+    used = used_segments(urls, stack.ports.sync)
+    assert used == TRANSPORTS[transport], f"forced {transport}, the page used {sorted(used)}"
+    assert violations == [], violations
+
+
+def test_without_websockets_a_page_streams_over_eventsource_not_xhr_streaming(browsers, make_checklist, api, db,
+                                                                              base_url, stack):
+    """sockjs-client would fall back to xhr-streaming first, which Chromium delivers to the
+    page at most every 50 ms; the sync client leaves it out where EventSource exists."""
+    cid = make_checklist(["First"])
+    bob = browsers.page_for("bob")
+    bob.add_init_script("window.WebSocket = undefined;")  # as for a browser that cannot use one
+    urls: list[str] = []
+    bob.on("request", lambda request: urls.append(request.url))
+    bob.goto(f"{base_url}/checklists/{cid}/")
+    pages.wait_status(bob, "live")
+    api.add_item(cid, "Sent over eventsource")
+    pages.wait_all(db.items(cid), bob=bob)
+    used = used_segments(urls, stack.ports.sync)
+    assert used == TRANSPORTS["eventsource"], f"the page used {sorted(used)}"
+
+
+def used_segments(urls: list[str], sync_port: int) -> set[str]:
+    """The transports' URL segments among `urls` that went to the sync server."""
     used = set()
     for url in urls:
         parts = urlsplit(url)
         match = SESSION_PATH.fullmatch(parts.path)
-        if parts.netloc.endswith(sync_port) and match:
+        if parts.netloc.endswith(f":{sync_port}") and match:
             used.add(match[1])
-    assert used == TRANSPORTS[transport], f"forced {transport}, the page used {sorted(used)}"
-    assert violations == [], violations
+    return used

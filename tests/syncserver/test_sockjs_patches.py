@@ -335,3 +335,50 @@ async def test_fault8_streaming_responses_are_sent_without_nagle():
 async def test_fault8_is_real_in_upstream():
     async with serve(NodelayProbe, patched=False) as (base, http):
         assert await streaming_nodelay(base, http, "xhr_streaming") == b"0"
+
+
+class Flood(SockJSConnection):
+    """Answers a message "N" with N messages of 1 KB."""
+
+    def on_message(self, message):
+        for i in range(int(message)):
+            self.send(f"{i:04d}" + "x" * 1020)
+
+
+async def stream_a_flood(base: str, http, transport: str, count: int) -> tuple[int, bool]:
+    """Open `transport` and have `count` KB sent down it; returns how many of the messages
+    arrived and whether the response ended."""
+    path = f"{base}/{session_path()}"
+    chunks: list[bytes] = []
+    method = "GET" if transport == "eventsource" else "POST"
+    stream = asyncio.ensure_future(http.fetch(HTTPRequest(
+        f"{path}/{transport}", method=method, body=b"" if method == "POST" else None,
+        streaming_callback=chunks.append, request_timeout=10, headers={"Origin": ORIGIN})))
+    try:
+        for _ in range(100):
+            if b"o" in b"".join(chunks).replace(b"h" * 2048, b""):
+                break
+            await asyncio.sleep(0.02)
+        await http.fetch(post(f"{path}/xhr_send", f'["{count}"]'.encode(), headers={"Origin": ORIGIN}))
+        for _ in range(100):
+            if b"".join(chunks).count(b"x" * 1020) >= count:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # a response that is going to end has ended by now
+        return b"".join(chunks).count(b"x" * 1020), stream.done()
+    finally:
+        stream.cancel()
+
+
+async def test_fault9_an_eventsource_response_does_not_end_at_the_response_limit():
+    # 200 KB, past the 128 KB after which a streaming response ends and the client opens
+    # the next; sockjs-client waits 200 ms before it opens an EventSource again.
+    async with serve(Flood) as (base, http):
+        assert await stream_a_flood(base, http, "eventsource", 200) == (200, False)
+        # XHR keeps the whole body in the browser's memory: it still rolls over.
+        assert await stream_a_flood(base, http, "xhr_streaming", 200) == (200, True)
+
+
+async def test_fault9_is_real_in_upstream():
+    async with serve(Flood, patched=False) as (base, http):
+        assert await stream_a_flood(base, http, "eventsource", 200) == (200, True)

@@ -27,6 +27,20 @@ const RENEW_AHEAD_MS = 60000; // renew this long before expiry (half the lifetim
 // browsers throttle timers in background tabs to once a minute, but deliver messages.
 const PRESENCE_PING_MS = 2000;
 const LATENCY_MAX_BATCH = 32; // samples per report (the server refuses more)
+// sockjs-client tries its transports in a fixed order, xhr-streaming before eventsource, and
+// a `transports` list only filters it. But Chromium hands a streaming XHR's data to the page
+// at most every 50 ms (its progress events, with which readystatechange fires, are
+// throttled), so behind a proxy that refuses websockets a page saw each change about 25 ms
+// late on average (make bench: commit->page p50 28 ms, against 3 ms on websocket). An
+// EventSource delivers each message as it arrives: where the browser has one, xhr-streaming
+// is left out and eventsource is the first fallback.
+const WITHOUT_XHR_STREAMING = [
+  "websocket", "xdr-streaming", "eventsource", "iframe-eventsource", "htmlfile",
+  "iframe-htmlfile", "xhr-polling", "xdr-polling", "iframe-xhr-polling", "jsonp-polling",
+];
+export function defaultTransports(hasEventSource = typeof EventSource === "function") {
+  return hasEventSource ? WITHOUT_XHR_STREAMING : undefined;
+}
 
 // The wall clock with sub-millisecond resolution where the browser gives it.
 const wallNow = typeof performance !== "undefined" && performance.timeOrigin
@@ -51,7 +65,7 @@ export class SyncClient {
     this.sockjsUrl = sockjsUrl;
     this.tokenUrl = tokenUrl;
     this.topicsFn = topics || (() => [...this.subs.keys()]);
-    this.transports = transports;
+    this.transports = transports || defaultTransports(); // given: forced (tests, diagnosis)
     this.csrfToken = csrfToken;
     this.minDelay = minDelay;
     this.maxDelay = maxDelay;
