@@ -214,6 +214,8 @@ _add(S, "SYNC_DISABLED_TRANSPORTS", values.names(SOCKJS_TRANSPORTS), "htmlfile,j
      "transports to disable (instead of `SYNC_TRANSPORTS`)", (SYNC,), blank=True)
 _add(S, "SYNC_MAX_MESSAGE_BYTES", values.integer(256, 16 * 1024 * 1024), "16384", "largest client message", (SYNC,))
 _add(S, "SYNC_MAX_SUBSCRIPTIONS", values.integer(1, 100_000), "100", "subscriptions per connection", (SYNC,))
+_add(S, "SYNC_MAX_PENDING_BYTES", values.integer(64 * 1024, 1 << 30), "4194304",
+     "bytes a connection may leave unread before it is closed as too slow (it reconnects and resumes)", (SYNC,))
 _add(S, "SYNC_RECENT_EVENTS", values.integer(0, 1_000_000), "256", "in-memory ring of recent events per topic",
      (SYNC,))
 _add(S, "SYNC_MAX_RECOVER_EVENTS", values.integer(1, 1_000_000), "5000", "a client further behind gets `resync`",

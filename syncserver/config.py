@@ -50,6 +50,7 @@ class Config:
         disabled_transports, "SYNC_TRANSPORTS", "SYNC_DISABLED_TRANSPORTS")
     max_message_bytes: int = setting("SYNC_MAX_MESSAGE_BYTES")
     max_subscriptions: int = setting("SYNC_MAX_SUBSCRIPTIONS")
+    max_pending_bytes: int = setting("SYNC_MAX_PENDING_BYTES")  # unread output before a slow client is dropped
     recent_events: int = setting("SYNC_RECENT_EVENTS")
     max_recover_events: int = setting("SYNC_MAX_RECOVER_EVENTS")
     coalesce_ms: int = setting("SYNC_COALESCE_MS")             # min. window whole transactions share (0: a loop turn)

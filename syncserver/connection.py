@@ -42,6 +42,8 @@ class SyncConnection(SockJSConnection):
         self._framed = False
         self.username: str | None = None
         self.last_heard = time.monotonic()  # presence closes connections silent too long
+        self._max_pending = self.ctx.config.max_pending_bytes
+        self._too_slow = False  # closing for leaving too much unread: nothing more is sent
 
     # -- SockJS callbacks ---------------------------------------------------------------
 
@@ -167,14 +169,23 @@ class SyncConnection(SockJSConnection):
 
     def send_prepared(self, message: Prepared) -> None:
         session = self.session
-        if session is None or session.is_closed:
+        if session is None or session.is_closed or self._too_slow:
             return
         ws = self._ws
         if ws is not None and not (self._framed and session.send_queue):
             # Websocket: the frame bytes are built once per message and shared by every
             # connection; no per-connection Future/Task (Tornado's write_message).
             if not (ws.server_terminated or ws.client_terminated):
-                wsframe.write_frame(ws.stream, message.sockjs_frame if self._framed else message.raw_frame)
+                stream = ws.stream
+                if stream._write_buffer and len(stream._write_buffer) > self._max_pending:
+                    self._close_too_slow(stream, len(stream._write_buffer))
+                    return
+                wsframe.write_frame(stream, message.sockjs_frame if self._framed else message.raw_frame)
+            return
+        stream = _stream_of(session.handler)
+        pending = len(session.send_queue) + (len(stream._write_buffer) if stream is not None else 0)
+        if pending > self._max_pending:
+            self._close_too_slow(stream, pending)
             return
         if session.send_expects_json:
             # The JSON string literal is computed once per message and shared by every
@@ -182,3 +193,33 @@ class SyncConnection(SockJSConnection):
             session.send_jsonified(message.jsonified, False)
         elif session.handler is not None:
             session.send_message(message.text)
+
+    def _close_too_slow(self, stream, pending: int) -> None:
+        """A client that leaves more than max_pending_bytes unread (a stalled network, a
+        frozen tab, or one that never reads on purpose) would hold ever more of the
+        server's memory. Checked before each message is written, so one message larger
+        than the limit still goes out. The connection is closed and its unread output
+        dropped; the client reconnects and resumes from its last tpos, so nothing is lost."""
+        self._too_slow = True
+        metrics.SLOW_CLOSED.inc()
+        log.warning("closing a connection that left %d bytes unread transport=%s user=%s",
+                    pending, self.transport, self.user_id)
+        # Not now: this runs inside the hub's fan-out, which closing would re-enter.
+        asyncio.get_running_loop().call_soon(self._drop, stream)
+
+    def _drop(self, stream) -> None:
+        session = self.session
+        if session is not None and not session.is_closed:
+            session.close(3002, "Too slow to read")
+        if stream is not None and not stream.closed():
+            stream.close()  # its unread bytes go with it; the close frame could not get past them
+
+
+def _stream_of(handler):
+    """The IOStream a SockJS transport handler writes to (None between polls)."""
+    if handler is None:
+        return None
+    ws = getattr(handler, "ws_connection", None)
+    if ws is not None:
+        return getattr(ws, "stream", None)
+    return getattr(getattr(handler.request, "connection", None), "stream", None)

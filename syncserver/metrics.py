@@ -13,6 +13,8 @@ EVENTS_DELIVERED = Counter("sync_events_delivered_total", "Events sent to client
 RESUMES = Counter("sync_resumes_total", "Subscribe outcomes", ["outcome"])
 REVOCATIONS = Counter("sync_revocations_total", "Subscriptions ended by a membership removal")
 PROTOCOL_ERRORS = Counter("sync_protocol_errors_total", "Error messages sent to clients", ["code"])
+SLOW_CLOSED = Counter("sync_slow_clients_closed_total",
+                      "Connections closed for leaving more than SYNC_MAX_PENDING_BYTES unread")
 COMMIT_TO_PUSH = Histogram(
     "sync_commit_to_push_seconds", "From the event's committed_at to its push to subscribers",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),

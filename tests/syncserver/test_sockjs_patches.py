@@ -302,7 +302,10 @@ class NodelayProbe(SockJSConnection):
         self.send(str(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
 
 
-async def streaming_nodelay(base: str, http, transport: str) -> bytes:
+@asynccontextmanager
+async def open_stream(base: str, http, transport: str):
+    """A new session's `transport` response, open (its "o" frame arrived): yields the
+    session's URL, the chunks received so far (growing) and the response's future."""
     path = f"{base}/{session_path()}"
     chunks: list[bytes] = []
     method = "GET" if transport == "eventsource" else "POST"
@@ -314,6 +317,13 @@ async def streaming_nodelay(base: str, http, transport: str) -> bytes:
             if b"o" in b"".join(chunks).replace(b"h" * 2048, b""):
                 break
             await asyncio.sleep(0.02)
+        yield path, chunks, stream
+    finally:
+        stream.cancel()
+
+
+async def streaming_nodelay(base: str, http, transport: str) -> bytes:
+    async with open_stream(base, http, transport) as (path, chunks, _):
         await http.fetch(post(f"{path}/xhr_send", b'["?"]', headers={"Origin": ORIGIN}))
         for _ in range(100):
             body = b"".join(chunks)
@@ -321,8 +331,6 @@ async def streaming_nodelay(base: str, http, transport: str) -> bytes:
                 return body.split(b'a["', 1)[1][:1]
             await asyncio.sleep(0.02)
         raise AssertionError(f"no answer on {transport}: {b''.join(chunks)[-200:]!r}")
-    finally:
-        stream.cancel()
 
 
 async def test_fault8_streaming_responses_are_sent_without_nagle():
@@ -348,17 +356,7 @@ class Flood(SockJSConnection):
 async def stream_a_flood(base: str, http, transport: str, count: int) -> tuple[int, bool]:
     """Open `transport` and have `count` KB sent down it; returns how many of the messages
     arrived and whether the response ended."""
-    path = f"{base}/{session_path()}"
-    chunks: list[bytes] = []
-    method = "GET" if transport == "eventsource" else "POST"
-    stream = asyncio.ensure_future(http.fetch(HTTPRequest(
-        f"{path}/{transport}", method=method, body=b"" if method == "POST" else None,
-        streaming_callback=chunks.append, request_timeout=10, headers={"Origin": ORIGIN})))
-    try:
-        for _ in range(100):
-            if b"o" in b"".join(chunks).replace(b"h" * 2048, b""):
-                break
-            await asyncio.sleep(0.02)
+    async with open_stream(base, http, transport) as (path, chunks, stream):
         await http.fetch(post(f"{path}/xhr_send", f'["{count}"]'.encode(), headers={"Origin": ORIGIN}))
         for _ in range(100):
             if b"".join(chunks).count(b"x" * 1020) >= count:
@@ -366,8 +364,6 @@ async def stream_a_flood(base: str, http, transport: str, count: int) -> tuple[i
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.2)  # a response that is going to end has ended by now
         return b"".join(chunks).count(b"x" * 1020), stream.done()
-    finally:
-        stream.cancel()
 
 
 async def test_fault9_an_eventsource_response_does_not_end_at_the_response_limit():
