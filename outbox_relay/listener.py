@@ -38,6 +38,7 @@ class Listener:
         self.dsn = dsn
         self.connect_kwargs = connect_kwargs
         self.rung = asyncio.Event()
+        self.rings = 0  # notifications received: one per ringing transaction (relay.pacing)
         self._conn: psycopg.AsyncConnection | None = None
         self._task: asyncio.Task | None = None
 
@@ -55,6 +56,7 @@ class Listener:
 
     async def _pump(self, conn: psycopg.AsyncConnection) -> None:
         async for _ in conn.notifies():
+            self.rings += 1
             self.rung.set()
 
     async def wait(self, timeout: float, stop: asyncio.Event) -> str:

@@ -138,8 +138,8 @@ class Relay:
     async def _armed(self, conn: psycopg.AsyncConnection, publisher: Publisher, listener: Listener,
                      heartbeat: asyncio.Task, stop: asyncio.Event) -> str:
         """Arm the doorbell and claim each ring as it comes, without disarming; return when
-        that should stop: "busy" (claims that find work come faster than one per BUSY_GAP on
-        average: pacing.RingRate), "backlog" (a claim came back full), "listener-lost",
+        that should stop: "busy" (rings come faster than one per BUSY_GAP on average:
+        pacing.RingRate), "backlog" (a claim came back full), "listener-lost",
         "heartbeat-lost" (the caller re-raises what ended it) or "stop".
 
         Staying armed is what makes a quiet relay cheap: one claim per wake-up, where
@@ -155,18 +155,20 @@ class Relay:
         loop = asyncio.get_running_loop()
         watched = await self._arm(conn)
         rate = RingRate(loop.time())
+        counted = listener.rings
         check = False  # whether a claim that finds nothing should check the doorbell
         while not stop.is_set():
-            started = loop.time()
+            started, rings = loop.time(), listener.rings
             rows = await self._claim(conn, disarm=False)
             if rows:
                 self._publish(publisher, rows)
                 metrics.BATCHES.inc()
                 if len(rows) >= self.config.batch_size:
                     return "backlog"
-                if rate.busy(started):
-                    return "busy"
-            elif check and not await self._is_armed(conn):
+            if rate.busy(started, rings - counted):
+                return "busy"
+            counted = rings
+            if not rows and check and not await self._is_armed(conn):
                 watched = await self._arm(conn)  # then claim what committed unannounced
                 check = False
                 continue
