@@ -18,13 +18,12 @@ import psycopg
 log = logging.getLogger(__name__)
 
 # Asynchronous commits (migrations/schema.sql): the flag is only a hint, polling
-# is the safety net, so arming must not cost an fsync. The relay normally disarms inside its
+# is the safety net, so arming must not cost an fsync. The relay disarms only inside its
 # claim (outbox_claim(..., p_disarm => true)), which commits durably anyway.
-DISARM_SQL = "SELECT outbox_set_doorbell(false)"
 ARM_SQL = "SELECT outbox_set_doorbell(true)"
 ARMED_SQL = "SELECT armed FROM outbox_doorbell"
 # Run right after arming: the transactions in progress now are the only ones that may have
-# read "disarmed" at commit and not rung; the relay drains again once they have ended.
+# read "disarmed" at commit and not rung; the relay claims again once they have ended.
 IN_PROGRESS_SQL = "SELECT coalesce(array_agg(x), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) AS x"
 # Which of them are still running (pg_xact_status is NULL for an xid too old to know: ended).
 STILL_RUNNING_SQL = ("SELECT coalesce(array_agg(x), '{}') FROM unnest(%s::xid8[]) AS x"

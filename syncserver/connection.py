@@ -177,8 +177,9 @@ class SyncConnection(SockJSConnection):
             # connection; no per-connection Future/Task (Tornado's write_message).
             if not (ws.server_terminated or ws.client_terminated):
                 stream = ws.stream
-                if stream._write_buffer and len(stream._write_buffer) > self._max_pending:
-                    self._close_too_slow(stream, len(stream._write_buffer))
+                unread = len(stream._write_buffer)
+                if unread > self._max_pending:
+                    self._close_too_slow(stream, unread)
                     return
                 wsframe.write_frame(stream, message.sockjs_frame if self._framed else message.raw_frame)
             return

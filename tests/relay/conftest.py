@@ -47,6 +47,12 @@ def emit(db_url: str, n: int, topic: str = "t:1", per_tx: int = 1) -> None:
                     conn.execute("SELECT outbox_emit(%s, 'test', %s::jsonb)", (topic, f'{{"i": {i + j}}}'))
 
 
+def armed(db_url: str) -> bool:
+    """Whether the doorbell is armed (the view over its flag)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return conn.execute("SELECT armed FROM outbox_doorbell").fetchone()[0]
+
+
 def relay_state(db_url: str) -> tuple[int, int]:
     with psycopg.connect(db_url, autocommit=True) as conn:
         return conn.execute("SELECT last_pos, published_pos FROM outbox_relay_state").fetchone()

@@ -15,17 +15,12 @@ import time
 import psycopg
 import pytest
 
-from tests.relay.conftest import wait_until
+from tests.relay.conftest import armed, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 POLL = "30"
 SOON = 10.0  # well below the poll interval
-
-
-def armed(db_url: str) -> bool:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        return conn.execute("SELECT armed FROM outbox_doorbell").fetchone()[0]
 
 
 def sequenced(db_url: str, topic: str) -> bool:

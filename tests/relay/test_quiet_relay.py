@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from stack.processes import free_port
-from tests.relay.conftest import relay_state, wait_until
+from tests.relay.conftest import armed, relay_state, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -27,11 +27,6 @@ SPACING = 0.02  # ten times BUSY_GAP: a trickle, however slow the machine
 def claims(port: int) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return float(re.search(r"^outbox_relay_claims_total (\S+)$", text, re.M).group(1))
-
-
-def armed(db_url: str) -> bool:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        return conn.execute("SELECT armed FROM outbox_doorbell").fetchone()[0]
 
 
 def test_a_trickle_costs_one_claim_per_event_and_leaves_the_doorbell_armed(stack, collectors):
