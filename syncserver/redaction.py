@@ -14,7 +14,8 @@ reads), never per subscriber, and without re-encoding: the envelope's bytes are 
 envelope's key order (outbox_envelope() and envelope.encode() both end with `actor`,
 `source`, `request_id`, `committed_at`, `tx_last`[, `error`]): searching from the end,
 the last `"request_id"` key and the last `"actor"` key before it are the envelope's own
-(inside JSON strings quotes are escaped, and only fixed-form values follow). Anything
+(inside JSON strings quotes are escaped; a string value equal to a key, such as an
+`error` of "request_id", is told from a key by the colon that follows only a key). Anything
 unexpected falls back to re-encoding the decoded fields.
 """
 from __future__ import annotations
@@ -77,16 +78,29 @@ def browser_raw(event: Any) -> bytes:
 _MEMBER_VALUE = re.compile(rb'[ \t\n\r]*:[ \t\n\r]*(null|"[^"\\]*(?:\\.[^"\\]*)*")', re.S)
 
 
+def _last_member(raw: bytes, key: bytes, end: int) -> tuple[int, re.Match] | None:
+    """The last `key` that starts before `end` and is a member's key, with its value's
+    match. A string value can equal a key (an `error` or `source` of "request_id" or
+    "actor"): it is followed by no colon, so the search goes on before it."""
+    while (k := raw.rfind(key, 0, end)) >= 0:
+        m = _MEMBER_VALUE.match(raw, k + len(key))
+        if m is not None:
+            return k, m
+        end = k
+    return None
+
+
 def _splice(raw: bytes, actor: str | None) -> bytes | None:
     """raw without request_id and with actor replaced, or None if raw is not shaped as expected."""
-    r = raw.rfind(b'"request_id"')
-    if r < 0:
+    found_r = _last_member(raw, b'"request_id"', len(raw))
+    if found_r is None:
         return None
-    a = raw.rfind(b'"actor"', 0, r)
-    if a < 0:
+    r, mr = found_r
+    found_a = _last_member(raw, b'"actor"', r)
+    if found_a is None:
         return None
-    ma, mr = _MEMBER_VALUE.match(raw, a + 7), _MEMBER_VALUE.match(raw, r + 12)
-    if ma is None or mr is None or ma.end() > r:
+    _, ma = found_a
+    if ma.end() > r:
         return None
     # The request_id member goes with the comma before it.
     comma = raw.rfind(b",", ma.end(), r)

@@ -7,7 +7,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from runtime import tokens
 from runtime.settings import SettingError
@@ -500,6 +500,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_siz
        request_id=st.none() | st.text(max_size=20), data=_json, error=st.none() | st.text(max_size=20),
        changed=st.lists(st.sampled_from(["actor", "request_id", "text"]), max_size=3),
        pg_format=st.booleans())
+@example(actor="user:5", request_id="r", data=None, error="request_id", changed=[], pg_format=False)
 def test_the_spliced_browser_envelope_equals_the_re_encoded_one(actor, request_id, data, error, changed, pg_format):
     from outbox_relay.envelope import decode, encode
     from syncserver.redaction import _splice, browser_raw, for_browsers, public_actor
