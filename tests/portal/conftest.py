@@ -141,16 +141,25 @@ def committed_outbox(db_url) -> CommittedOutbox:
     return CommittedOutbox(db_url)
 
 
+@pytest.fixture(scope="session")
+def rate_limit_dir(tmp_path_factory) -> str:
+    """A directory for the rate-limit counters of this test process alone. The portal's
+    default is one per checkout, which `make test`'s parallel processes would share, and
+    clearing it for one test would reset the counters another process's test is filling."""
+    return str(tmp_path_factory.mktemp("ratelimit"))
+
+
 @pytest.fixture(autouse=True)
-def fresh_rate_limits():
+def fresh_rate_limits(settings, rate_limit_dir):
     """Rate-limit counters (portal/throttling.py) live in a file cache that outlives a
-    test; each test starts with none."""
-    from django.conf import settings
+    test; each test starts with none, in this process's own directory."""
     from django.core.cache import caches
 
-    limits = caches["ratelimit"] if "ratelimit" in settings.CACHES else None
-    if limits is not None:
-        limits.clear()
+    if "ratelimit" not in settings.CACHES:
+        yield
+        return
+    settings.CACHES = {**settings.CACHES, "ratelimit": {**settings.CACHES["ratelimit"], "LOCATION": rate_limit_dir}}
+    limits = caches["ratelimit"]
+    limits.clear()
     yield
-    if limits is not None:
-        limits.clear()
+    limits.clear()
