@@ -6,6 +6,10 @@
 -- claim's work grew with batch x backlog. The index now covers `tpos IS NULL` (the same
 -- rows: the claim sets pos and tpos in one UPDATE, and nothing else sets either) and the
 -- claim asks by tpos, so only that index can answer.
+--
+-- Building the index reads the outbox under a lock that holds writers of tracked tables
+-- until the migration commits: fast on an outbox kept short by `outbox-admin prune`; prune
+-- first where it holds millions of rows.
 
 DROP INDEX outbox_unsequenced_tx_end;
 CREATE INDEX outbox_unsequenced_tx_end ON outbox (txid, id) WHERE tpos IS NULL;
