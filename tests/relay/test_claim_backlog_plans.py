@@ -44,6 +44,14 @@ def entries_read(conn: psycopg.Connection) -> int:
     return int(conn.execute(ENTRIES_READ).fetchone()[0])
 
 
+def claim_counting_reads(relay: psycopg.Connection, admin: psycopg.Connection) -> tuple[list, int]:
+    """One claim of BATCH on the relay's session; the rows and the outbox index entries it read."""
+    before = entries_read(admin)
+    rows = relay.execute(sequencer.CLAIM_SQL, (BATCH, 0, 1_000_000, True), prepare=True).fetchall()
+    relay.execute("SELECT pg_stat_force_next_flush()")  # publish this session's counts now
+    return rows, entries_read(admin) - before
+
+
 def sequence_everything(conn: psycopg.Connection) -> None:
     while conn.execute("SELECT count(*) FROM outbox_claim(100000, 0, 1000000)").fetchone()[0]:
         pass
@@ -74,10 +82,7 @@ def test_a_claim_reads_index_entries_in_proportion_to_its_batch_not_to_the_backl
 
         with psycopg.connect(db_url, autocommit=True) as relay:
             relay.execute(GENERIC_PLANS_SQL)  # as the relay plans: once per session, generic
-            before = entries_read(admin)
-            rows = relay.execute(sequencer.CLAIM_SQL, (BATCH, 0, 1_000_000, True), prepare=True).fetchall()
-            relay.execute("SELECT pg_stat_force_next_flush()")  # publish this session's counts now
-            read = entries_read(admin) - before
+            rows, read = claim_counting_reads(relay, admin)
 
     assert len(rows) == BATCH
     # The head (one entry per row), one lookup per row where its transaction ends (an entry
@@ -94,10 +99,7 @@ def test_a_claim_planned_on_an_empty_outbox_reads_in_proportion_to_its_batch(db_
         # the plans stay until the next VACUUM or ANALYZE of the outbox.
         assert relay.execute(sequencer.CLAIM_SQL, (BATCH, 0, 1_000_000, True), prepare=True).fetchall() == []
         admin.execute(EMIT % {"txs": 500})
-        before = entries_read(admin)
-        rows = relay.execute(sequencer.CLAIM_SQL, (BATCH, 0, 1_000_000, True), prepare=True).fetchall()
-        relay.execute("SELECT pg_stat_force_next_flush()")
-        read = entries_read(admin) - before
+        rows, read = claim_counting_reads(relay, admin)
 
     assert len(rows) == BATCH
     assert read <= 10 * BATCH, f"one claim of {BATCH} rows read {read:,} index entries"
