@@ -53,14 +53,19 @@ class Ctx:
 
 
 def read_json(path: Path, timeout: float = 10.0) -> dict:
-    """A result file a child writes at exit (waits for it to appear)."""
+    """A result file a child writes at exit: waits until it is there and whole (a large
+    file can be read while the child is still writing it; that read does not parse)."""
     deadline = time.monotonic() + timeout
-    while not path.exists() or path.stat().st_size == 0:
-        if time.monotonic() > deadline:
+    while True:
+        if path.exists() and path.stat().st_size:
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError:
+                if time.monotonic() > deadline:
+                    raise
+        elif time.monotonic() > deadline:
             raise TimeoutError(f"{path} was never written")
         time.sleep(0.05)
-    time.sleep(0.05)
-    return json.loads(path.read_text())
 
 
 def int_keys(d: dict) -> dict[int, float]:

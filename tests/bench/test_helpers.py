@@ -224,3 +224,22 @@ def test_the_fanout_search_helpers_examples_hold():
     from bench import fanout
 
     assert doctest.testmod(fanout).failed == 0
+
+
+def test_a_result_file_read_while_its_writer_is_still_writing_is_read_whole(tmp_path):
+    import threading
+
+    from bench.context import read_json
+
+    path = tmp_path / "client.json"
+    whole = json.dumps({"recv": {str(i): i / 1000 for i in range(1000)}})
+    path.write_text(whole[:100])  # the child has written a first part only
+    finisher = threading.Timer(0.3, path.write_text, (whole,))
+    finisher.start()
+    try:
+        assert read_json(path, timeout=5) == json.loads(whole)
+    finally:
+        finisher.join()
+    path.write_text(whole[:100])
+    with pytest.raises(json.JSONDecodeError):  # never completed: the parse error, at the timeout
+        read_json(path, timeout=0.2)
