@@ -62,6 +62,8 @@ def outbox_without_autovacuum(db_url):
     """No autovacuum on the outbox while the test runs: an ANALYZE in the middle would give
     the planner the truth, and the trap this test sets would not close."""
     with psycopg.connect(db_url, autocommit=True) as conn:
+        if conn.info.server_version < 150000:
+            pytest.skip("counting a session's index reads at once needs pg_stat_force_next_flush (PostgreSQL 15)")
         conn.execute("ALTER TABLE outbox SET (autovacuum_enabled = off)")
     try:
         yield
