@@ -25,6 +25,7 @@ from outbox_relay.relay import GENERIC_PLANS_SQL
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BATCH = 2000
+PAST = 10_000  # rows of a past backlog, sequenced before the trap is set
 # Transactions of 20 rows on 10 topics, each committed in turn by one server-side loop.
 EMIT = """
 DO $$
@@ -76,7 +77,7 @@ def test_a_claim_reads_index_entries_in_proportion_to_its_batch_not_to_the_backl
     with psycopg.connect(db_url, autocommit=True) as admin:
         # A past backlog, sequenced; then VACUUM while none is left: the partial indexes are
         # as many pages long as they were, and the statistics say they are empty.
-        admin.execute(EMIT % {"txs": 500})
+        admin.execute(EMIT % {"txs": PAST // 20})
         sequence_everything(admin)
         admin.execute("VACUUM ANALYZE outbox")
         # Now a backlog of 10,000 rows (500 transactions) that the statistics do not know of.
@@ -87,10 +88,12 @@ def test_a_claim_reads_index_entries_in_proportion_to_its_batch_not_to_the_backl
             rows, read = claim_counting_reads(relay, admin)
 
     assert len(rows) == BATCH
-    # The head (one entry per row), one lookup per row where its transaction ends (an entry
-    # or two each), the unique checks of the numbering: a few entries per row claimed. The
-    # trap read about batch x backlog / 2, some ten million.
-    assert read <= 10 * BATCH, f"one claim of {BATCH} rows read {read:,} index entries"
+    # The head (one entry per row), one lookup per row where its transaction ends, the
+    # UPDATE's lookup by id: three entries per row claimed. Plus, where another session's
+    # snapshot kept VACUUM from removing the past backlog's dead entries (autovacuum's
+    # ANALYZE of another table does), each walk of the head over them: a few walks of
+    # PAST entries at most. The trap read about batch x backlog / 2, some eighteen million.
+    assert read <= 10 * BATCH + 10 * PAST, f"one claim of {BATCH} rows read {read:,} index entries"
 
 
 def test_a_claim_planned_on_an_empty_outbox_reads_in_proportion_to_its_batch(db_url, outbox_without_autovacuum):
