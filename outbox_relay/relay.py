@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+from typing import Awaitable
 
 import psycopg
 
@@ -40,6 +41,14 @@ WATCH_MAX_STEP = 0.01
 # event's latency. A generic plan is made once per session, and the claim's `= ANY(array)`
 # lookups are index lookups whatever the array's size (0004, 0006), so a drain is as fast.
 GENERIC_PLANS_SQL = "SET plan_cache_mode = force_generic_plan"
+
+
+async def _timed(claim: Awaitable[list[sequencer.Row]]) -> list[sequencer.Row]:
+    started = time.perf_counter()
+    try:
+        return await claim
+    finally:
+        metrics.CLAIM_SECONDS.observe(time.perf_counter() - started)
 
 
 class Relay:
@@ -290,9 +299,12 @@ class Relay:
             rows = await following
         return total
 
-    def _claim(self, conn: psycopg.AsyncConnection, disarm: bool = True):
+    def _claim(self, conn: psycopg.AsyncConnection, disarm: bool = True) -> Awaitable[list[sequencer.Row]]:
+        # A plain function: published_pos is read now, before the caller publishes the batch
+        # in flight (_drain sends the next claim first), as the claim's record must be.
         metrics.CLAIMS.inc()
-        return sequencer.claim(conn, self.config.batch_size, self.published_pos, self.config.max_event_bytes, disarm)
+        return _timed(sequencer.claim(conn, self.config.batch_size, self.published_pos,
+                                      self.config.max_event_bytes, disarm))
 
     def _publish(self, publisher: Publisher, rows: list[sequencer.Row]) -> None:
         now = time.time()
