@@ -53,6 +53,15 @@ def armed(db_url: str) -> bool:
         return conn.execute("SELECT armed FROM outbox_doorbell").fetchone()[0]
 
 
+def drain(conn: psycopg.Connection, batch: int = 100_000) -> int:
+    """Claim (as a relay would, without publishing) until nothing is left; returns how many
+    claims found rows."""
+    claims = 0
+    while conn.execute("SELECT count(*) FROM outbox_claim(%s, 0, 1000000)", (batch,)).fetchone()[0]:
+        claims += 1
+    return claims
+
+
 def relay_state(db_url: str) -> tuple[int, int]:
     with psycopg.connect(db_url, autocommit=True) as conn:
         return conn.execute("SELECT last_pos, published_pos FROM outbox_relay_state").fetchone()

@@ -21,6 +21,7 @@ import pytest
 
 from outbox_relay import sequencer
 from outbox_relay.relay import GENERIC_PLANS_SQL
+from tests.relay.conftest import drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,11 +54,6 @@ def claim_counting_reads(relay: psycopg.Connection, admin: psycopg.Connection) -
     return rows, entries_read(admin) - before
 
 
-def sequence_everything(conn: psycopg.Connection) -> None:
-    while conn.execute("SELECT count(*) FROM outbox_claim(100000, 0, 1000000)").fetchone()[0]:
-        pass
-
-
 @pytest.fixture
 def outbox_without_autovacuum(db_url):
     """No autovacuum on the outbox while the test runs: an ANALYZE in the middle would give
@@ -78,7 +74,7 @@ def test_a_claim_reads_index_entries_in_proportion_to_its_batch_not_to_the_backl
         # A past backlog, sequenced; then VACUUM while none is left: the partial indexes are
         # as many pages long as they were, and the statistics say they are empty.
         admin.execute(EMIT % {"txs": PAST // 20})
-        sequence_everything(admin)
+        drain(admin)
         admin.execute("VACUUM ANALYZE outbox")
         # Now a backlog of 10,000 rows (500 transactions) that the statistics do not know of.
         admin.execute(EMIT % {"txs": 500})

@@ -14,7 +14,7 @@ import signal
 import psycopg
 import pytest
 
-from tests.relay.conftest import emit, wait_until
+from tests.relay.conftest import drain, emit, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,13 +47,6 @@ def cutoff_race(db_url: str, checklist: int, item: int, filler: int) -> None:
         t1.commit()
         t2.execute("UPDATE checklists_item SET text = 'v3' WHERE id = %s", (item,))
         t2.commit()
-
-
-def drain(conn: psycopg.Connection, batch: int) -> int:
-    claims = 0
-    while conn.execute("SELECT count(*) FROM outbox_claim(%s, 0, 1000000)", (batch,)).fetchone()[0]:
-        claims += 1
-    return claims
 
 
 def item_history(conn: psycopg.Connection, item: int) -> list[tuple]:
