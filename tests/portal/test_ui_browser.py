@@ -122,3 +122,20 @@ def test_viewer_page_is_read_only_in_the_browser(browser, live_server, checklist
     assert page.text_content("#checklist-title") == "Groceries"
     page.wait_for_function("() => ['reconnecting', 'offline'].includes(document.querySelector('#sync-status').textContent)")
     assert errors == []
+
+
+def test_a_refused_toggle_shows_the_saved_state_again(browser, live_server, checklist, sync_url_nowhere):
+    """The checkbox flips when clicked, before the server answers: when the save fails
+    (here the network refuses it), the page puts it back to what is saved, and says so."""
+    page, errors = open_page(browser, live_server, "bob", checklist)
+    milk = Item.objects.get(checklist=checklist, text="Milk")
+    li = f'#items li[data-item-id="{milk.pk}"]'
+    assert not page.is_checked(f"{li} .item-done")
+    page.route("**/toggle/", lambda route: route.abort())
+
+    page.click(f"{li} .item-done")
+    page.wait_for_selector("#flash:not([hidden])")
+    page.wait_for_function(f"() => !document.querySelector('{li} .item-done').checked")
+    assert Item.objects.get(pk=milk.pk).done is False
+    assert page.get_attribute(li, "data-version") == str(milk.version)
+    assert errors == []

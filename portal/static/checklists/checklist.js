@@ -27,6 +27,7 @@ function init(page) {
   const statusEl = document.getElementById("sync-status");
   const titleEl = document.getElementById("checklist-title");
   const flashEl = document.getElementById("flash");
+  const itemsEmpty = document.getElementById("items-empty");
 
   let role = page.dataset.role;
   let ended = null; // null, "revoked" or "deleted": the page stops editing for good
@@ -48,9 +49,22 @@ function init(page) {
   }
 
   // --- rendering ---------------------------------------------------------------
+  //
+  // Every change to the list's <li>s goes through render(), so `lis` (id -> its <li>)
+  // stays in step with the DOM. Under a stream of changes render() runs for every message:
+  // it looks items up in the map rather than with a selector query per item, and writes
+  // only what differs (every DOM write invalidates style; at 1,000 changes a second the
+  // writes, not the script, were most of the page's time).
+
+  const lis = new Map();
+  for (const li of list.querySelectorAll("li[data-item-id]")) {
+    const d = state.items.get(Number(li.dataset.itemId));
+    if (d) li._shown = { ...d };
+    lis.set(Number(li.dataset.itemId), li);
+  }
 
   function liFor(id) {
-    return list.querySelector(`li[data-item-id="${id}"]`);
+    return lis.get(Number(id)) || null;
   }
 
   function newLi() {
@@ -59,50 +73,111 @@ function init(page) {
     return li;
   }
 
-  function fill(li, d) {
-    li.dataset.itemId = String(d.id);
-    li.dataset.version = String(d.version);
-    li.dataset.position = String(d.position);
-    li.classList.toggle("is-done", d.done);
-    li.querySelector(".item-text").textContent = d.text;
-    const box = li.querySelector(".item-done");
-    box.checked = d.done;
-    for (const form of li.querySelectorAll("form[data-action]")) {
-      form.action = `${itemBase}${d.id}/${form.dataset.action}/`;
+  // An item's elements, found once per <li>.
+  function parts(li) {
+    if (!li._parts) {
+      li._parts = {
+        text: li.querySelector(".item-text"),
+        box: li.querySelector(".item-done"),
+        input: li.querySelector(".item-edit input[name=text]"),
+        editor: li.querySelector(".item-edit"),
+        tag: li.querySelector(".item-changed"),
+      };
     }
-    const input = li.querySelector(".item-edit input[name=text]");
-    // Never overwrite what the user is typing.
-    if (input && document.activeElement !== input) input.value = d.text;
+    return li._parts;
   }
+
+  // Show item d in li, touching only what differs from what it shows (li._shown: the
+  // item as last filled in). Also puts back what the user changed in a control whose
+  // save failed (the checkbox flips before the answer), so those are read from the DOM.
+  function fill(li, d) {
+    const shown = li._shown || {};
+    const { text, box, input } = parts(li);
+    if (shown.id !== d.id) {
+      li.dataset.itemId = String(d.id);
+      for (const form of li.querySelectorAll("form[data-action]")) {
+        form.action = `${itemBase}${d.id}/${form.dataset.action}/`;
+      }
+    }
+    if (shown.version !== d.version) li.dataset.version = String(d.version);
+    if (shown.position !== d.position) li.dataset.position = String(d.position);
+    if (shown.done !== d.done) li.classList.toggle("is-done", d.done);
+    if (shown.text !== d.text) text.textContent = d.text;
+    if (box.checked !== d.done) box.checked = d.done;
+    li._shown = { ...d };
+    // The editor's field follows only while the editor is open (it is set on opening).
+    if (input && parts(li).editor.open) syncEditor(input, d.text);
+  }
+
+  // Never overwrite what the user is typing.
+  function syncEditor(input, text) {
+    if (document.activeElement !== input && input.value !== text) input.value = text;
+  }
+
+  // "toggle" does not bubble: listen in the capture phase.
+  list.addEventListener("toggle", (e) => {
+    const details = e.target;
+    if (!details.open || !details.matches(".item-edit")) return;
+    const li = details.closest("li[data-item-id]");
+    const d = li && state.items.get(Number(li.dataset.itemId));
+    if (d && parts(li).input) syncEditor(parts(li).input, d.text);
+  }, true);
 
   function render() {
     const wanted = state.ordered();
-    const keep = new Set(wanted.map((d) => String(d.id)));
-    for (const li of [...list.querySelectorAll("li[data-item-id]")]) {
-      if (!keep.has(li.dataset.itemId)) li.remove();
+    if (lis.size > wanted.length || wanted.some((d) => !lis.has(d.id))) {
+      const keep = new Set(wanted.map((d) => d.id));
+      for (const [id, li] of lis) {
+        if (!keep.has(id)) {
+          li.remove();
+          lis.delete(id);
+        }
+      }
     }
     wanted.forEach((d, index) => {
-      let li = liFor(d.id);
-      if (!li) li = newLi();
-      if (li.dataset.version !== String(d.version) || li.dataset.itemId !== String(d.id)) fill(li, d);
+      let li = lis.get(d.id);
+      if (!li) {
+        li = newLi();
+        lis.set(d.id, li);
+      }
+      if (!li._shown || li._shown.version !== d.version) fill(li, d);
       // Move only when out of place: re-inserting a node would close its open editor.
       if (list.children[index] !== li) list.insertBefore(li, list.children[index] || null);
     });
-    document.getElementById("items-empty").hidden = wanted.length > 0;
+    const empty = wanted.length === 0;
+    if (itemsEmpty.hidden === empty) itemsEmpty.hidden = !empty;
   }
 
+  // A save of this form's item failed: show the item as saved again.
+  function restoreItem(form) {
+    const li = form.closest("li[data-item-id]");
+    const d = li && state.items.get(Number(li.dataset.itemId));
+    if (d) fill(li, d);
+  }
+
+  // "changed by <who>" for HIGHLIGHT_MS after the latest change: one timer per item,
+  // moved on by later changes rather than cleared and set again for each.
   function highlight(id, who) {
     const li = liFor(id);
     if (!li) return;
-    const tag = li.querySelector(".item-changed");
-    tag.textContent = `changed by ${who}`;
-    tag.hidden = false;
-    li.classList.add("flash");
-    clearTimeout(li._highlightTimer);
-    li._highlightTimer = setTimeout(() => {
-      li.classList.remove("flash");
-      tag.hidden = true;
-    }, HIGHLIGHT_MS);
+    const { tag } = parts(li);
+    const said = `changed by ${who}`;
+    if (tag.textContent !== said) tag.textContent = said;
+    if (tag.hidden) tag.hidden = false;
+    if (!li.classList.contains("flash")) li.classList.add("flash");
+    li._highlightUntil = performance.now() + HIGHLIGHT_MS;
+    if (!li._highlightTimer) li._highlightTimer = setTimeout(() => unhighlight(li, tag), HIGHLIGHT_MS);
+  }
+
+  function unhighlight(li, tag) {
+    const left = li._highlightUntil - performance.now();
+    if (left > 0) {
+      li._highlightTimer = setTimeout(() => unhighlight(li, tag), left);
+      return;
+    }
+    li._highlightTimer = null;
+    li.classList.remove("flash");
+    tag.hidden = true;
   }
 
   function setStatus(status) {
@@ -338,7 +413,7 @@ function init(page) {
         return;
       }
       if (!body) {
-        render(); // undo what the control shows (e.g. a checkbox) back to the known state
+        restoreItem(form); // undo what the control shows (e.g. a checkbox) back to the known state
         return;
       }
       applyAnswer(body);
