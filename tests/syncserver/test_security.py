@@ -133,7 +133,8 @@ async def test_membership_removal_ends_the_subscription_at_once(db_url):
             assert len((await bob.recv_type("events"))["events"]) == 2
             await stack.relay.items(topic, 2)
             assert await alice.quiet(0.4) == []
-            assert len([m for m in await bob.quiet(0.4)]) == 2
+            # Both transactions, in one message or two (a busy topic's may share one).
+            assert sum(len(m["events"]) for m in await bob.quiet(0.4) if m["type"] == "events") == 2
             # Resuming across the removal is refused too.
             await alice.subscribe(topic, 1)
             assert await alice.recv() == {"type": "revoked", "topic": topic}
