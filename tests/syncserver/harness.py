@@ -119,11 +119,17 @@ class FakeRelay:
         self.frontend = frontend
         self.curve = curve
         self.conn: psycopg.AsyncConnection | None = None
+        # Heartbeats read the position on a connection of their own: on self.conn, a
+        # heartbeat's read could open a transaction that a commit()/sequence() starting
+        # meanwhile joined as a savepoint, never committed (tests/syncserver/test_harness.py).
+        self.beat_conn: psycopg.AsyncConnection | None = None
         self.pub = None
         self._beat: asyncio.Task | None = None
+        self.beat_every = 0.3  # seconds between heartbeats
 
     async def open(self) -> None:
         self.conn = await psycopg.AsyncConnection.connect(self.dsn)
+        self.beat_conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
         self.pub = zmq.asyncio.Context.instance().socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.curve.apply(self.pub)
@@ -135,8 +141,9 @@ class FakeRelay:
             self._beat.cancel()
         if self.pub is not None:
             self.pub.close(0)
-        if self.conn is not None:
-            await self.conn.close()
+        for conn in (self.conn, self.beat_conn):
+            if conn is not None:
+                await conn.close()
 
     async def last_pos(self) -> int:
         cur = await self.conn.execute("SELECT last_pos FROM outbox_relay_state WHERE id = 1")
@@ -146,8 +153,9 @@ class FakeRelay:
 
     async def _heartbeats(self) -> None:
         while True:
-            await asyncio.sleep(0.3)
-            await self.pub.send_multipart([b"_heartbeat", encode_heartbeat(await self.last_pos())])
+            await asyncio.sleep(self.beat_every)
+            cur = await self.beat_conn.execute("SELECT last_pos FROM outbox_relay_state WHERE id = 1")
+            await self.pub.send_multipart([b"_heartbeat", encode_heartbeat((await cur.fetchone())[0])])
 
     async def commit(self, topic: str, changes: list[dict], publish: bool = True) -> list:
         """One transaction's events on one topic: [{"entity","id","op","data"}...] -> Events."""
