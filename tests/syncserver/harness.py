@@ -113,6 +113,9 @@ def token(topics, user_id=7, username="alice", ttl=300, secret=SECRET, now=None)
     return tokens.mint(secret, user_id=user_id, username=username, topics=list(topics), ttl=ttl, now=now)
 
 
+LAST_POS_SQL = "SELECT last_pos FROM outbox_relay_state WHERE id = 1"
+
+
 class FakeRelay:
     def __init__(self, dsn: str, frontend: str, curve: ClientKeys):
         self.dsn = dsn
@@ -146,7 +149,7 @@ class FakeRelay:
                 await conn.close()
 
     async def last_pos(self) -> int:
-        cur = await self.conn.execute("SELECT last_pos FROM outbox_relay_state WHERE id = 1")
+        cur = await self.conn.execute(LAST_POS_SQL)
         pos = (await cur.fetchone())[0]
         await self.conn.commit()
         return pos
@@ -154,7 +157,7 @@ class FakeRelay:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.beat_every)
-            cur = await self.beat_conn.execute("SELECT last_pos FROM outbox_relay_state WHERE id = 1")
+            cur = await self.beat_conn.execute(LAST_POS_SQL)
             await self.pub.send_multipart([b"_heartbeat", encode_heartbeat((await cur.fetchone())[0])])
 
     async def commit(self, topic: str, changes: list[dict], publish: bool = True) -> list:

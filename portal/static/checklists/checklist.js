@@ -34,15 +34,20 @@ function init(page) {
   let client = null;
 
   const state = new ChecklistState(checklistId, { checklistVersion: page.dataset.checklistVersion });
+  // id -> its <li>, kept in step with the DOM by render() (see rendering below).
+  const lis = new Map();
   for (const li of list.querySelectorAll("li[data-item-id]")) {
+    const id = Number(li.dataset.itemId);
     state.applyItem({
-      id: Number(li.dataset.itemId),
+      id,
       checklist_id: checklistId,
       text: li.querySelector(".item-text").textContent,
       done: li.querySelector(".item-done").checked,
       position: Number(li.dataset.position),
       version: Number(li.dataset.version),
     }, "insert");
+    li._shown = { ...state.items.get(id) };
+    lis.set(id, li);
   }
   for (const li of document.querySelectorAll("#members li[data-membership-id]")) {
     state.memberVersions.set(Number(li.dataset.membershipId), Number(li.dataset.version));
@@ -55,13 +60,6 @@ function init(page) {
   // it looks items up in the map rather than with a selector query per item, and writes
   // only what differs (every DOM write invalidates style; at 1,000 changes a second the
   // writes, not the script, were most of the page's time).
-
-  const lis = new Map();
-  for (const li of list.querySelectorAll("li[data-item-id]")) {
-    const d = state.items.get(Number(li.dataset.itemId));
-    if (d) li._shown = { ...d };
-    lis.set(Number(li.dataset.itemId), li);
-  }
 
   function liFor(id) {
     return lis.get(Number(id)) || null;
@@ -92,7 +90,7 @@ function init(page) {
   // save failed (the checkbox flips before the answer), so those are read from the DOM.
   function fill(li, d) {
     const shown = li._shown || {};
-    const { text, box, input } = parts(li);
+    const { text, box, input, editor } = parts(li);
     if (shown.id !== d.id) {
       li.dataset.itemId = String(d.id);
       for (const form of li.querySelectorAll("form[data-action]")) {
@@ -106,7 +104,7 @@ function init(page) {
     if (box.checked !== d.done) box.checked = d.done;
     li._shown = { ...d };
     // The editor's field follows only while the editor is open (it is set on opening).
-    if (input && parts(li).editor.open) syncEditor(input, d.text);
+    if (input && editor.open) syncEditor(input, d.text);
   }
 
   // Never overwrite what the user is typing.
@@ -114,13 +112,20 @@ function init(page) {
     if (document.activeElement !== input && input.value !== text) input.value = text;
   }
 
+  // The <li> an element is in, and its item as known; null outside an item.
+  function itemOf(el) {
+    const li = el.closest("li[data-item-id]");
+    const d = li && state.items.get(Number(li.dataset.itemId));
+    return d ? { li, d } : null;
+  }
+
   // "toggle" does not bubble: listen in the capture phase.
   list.addEventListener("toggle", (e) => {
     const details = e.target;
     if (!details.open || !details.matches(".item-edit")) return;
-    const li = details.closest("li[data-item-id]");
-    const d = li && state.items.get(Number(li.dataset.itemId));
-    if (d && parts(li).input) syncEditor(parts(li).input, d.text);
+    const item = itemOf(details);
+    const input = item && parts(item.li).input;
+    if (input) syncEditor(input, item.d.text);
   }, true);
 
   function render() {
@@ -150,9 +155,8 @@ function init(page) {
 
   // A save of this form's item failed: show the item as saved again.
   function restoreItem(form) {
-    const li = form.closest("li[data-item-id]");
-    const d = li && state.items.get(Number(li.dataset.itemId));
-    if (d) fill(li, d);
+    const item = itemOf(form);
+    if (item) fill(item.li, item.d);
   }
 
   // "changed by <who>" for HIGHLIGHT_MS after the latest change: one timer per item,
