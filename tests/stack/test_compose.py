@@ -283,3 +283,27 @@ def test_the_balancer_runs_the_generated_configuration_in_front_of_the_sync_serv
     subnet = COMPOSE["networks"]["default"]["ipam"]["config"][0]["subnet"]
     import ipaddress
     assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+
+
+def test_postgres_settings_are_real_and_in_range(scratch_db):
+    """Every `-c name=value` the postgres service starts with names a PostgreSQL setting
+    and a value that setting accepts (checked against the test server's pg_settings: a
+    typo would stop the container from starting, and Docker does not run here)."""
+    import psycopg
+
+    command = SERVICES["postgres"]["command"]
+    assert command[0] == "postgres"
+    pairs = [command[i + 1].split("=", 1) for i in range(1, len(command), 2)]
+    assert all(command[i] == "-c" for i in range(1, len(command), 2)) and pairs
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        for name, value in pairs:
+            row = conn.execute("SELECT vartype, unit, min_val, max_val FROM pg_settings WHERE name = %s",
+                               (name,)).fetchone()
+            assert row is not None, f"{name} is not a PostgreSQL setting"
+            vartype, unit, lo, hi = row
+            if vartype == "bool":
+                assert value in ("on", "off", "true", "false"), (name, value)
+            else:
+                assert vartype == "integer" and unit == "MB", (name, vartype, unit)
+                mb = conn.execute("SELECT pg_size_bytes(%s) / 1048576", (value,)).fetchone()[0]
+                assert int(lo) <= mb <= int(hi), (name, value)
