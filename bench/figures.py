@@ -45,6 +45,17 @@ def writer_overhead(raw: dict) -> dict:
         if ref is not None:
             rows.append(_row(f"1. Reference row trigger, {n} writers (% tx/s lost; peer: the same + pg_notify per tx)",
                              ref, ref_notify, "context (issue: -3/-10/-17% there)", None))
+    for n in ("1", "8", "32"):
+        # Ours as the reference is measured: the triggers alone, no relay (doorbell disarmed,
+        # as a busy relay leaves it). The writer-overhead row above runs a relay that claims
+        # and publishes on the same two cores; the gap between the two is the relay's share.
+        o = ours.get(n) or ours.get(int(n)) or {}
+        alone = o.get("capture_no_notify_loss_pct")
+        if alone is not None:
+            rows.append(_row(f"1. Capture alone (no relay; doorbell disarmed), {n} writers (% tx/s lost; peer: "
+                             "reference row trigger)", alone, o.get("reference_trigger_loss_pct"),
+                             "context: the triggers against the reference; the writer-overhead row adds the relay",
+                             None))
     return {"rows": rows, "ours": ours, "seed": seed}
 
 
