@@ -76,16 +76,18 @@ def prepare(url: str) -> dict:
     return json.loads(line[len("SETUP "):])
 
 
-def start_portal(url: str) -> tuple[procs.Process, int]:
+def start_portal(url: str, cwd: Path = ROOT) -> tuple[procs.Process, int]:
+    """The portal as compose.yaml runs it, from the checkout at `cwd` (bench.api_pair runs
+    another revision's from its worktree)."""
     port = procs.free_port()
-    env = {"DATABASE_URL": url, "PORTAL_DEBUG": "0", "PORTAL_HTTPS": "0", "PORTAL_ALLOWED_HOSTS": "127.0.0.1",
+    env = {"PYTHONPATH": str(cwd), "DATABASE_URL": url, "PORTAL_DEBUG": "0", "PORTAL_HTTPS": "0", "PORTAL_ALLOWED_HOSTS": "127.0.0.1",
            "PORTAL_SECRET_KEY": "bench-portal-secret-" + "k" * 40, "SYNC_TOKEN_SECRET": "bench-sync-secret-" + "s" * 40,
            "PORTAL_LOG_LEVEL": "WARNING",
            # The bench's failed logins and tokens must not lock anybody else's counters out.
            "PORTAL_RATELIMIT_DIR": tempfile.mkdtemp(prefix="bench-ratelimit-")}
     argv = [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}",
             "--workers", "2", "--threads", "4", "--access-logfile", "/dev/null"]
-    proc = procs.start("portal", argv, env, cwd=ROOT)
+    proc = procs.start("portal", argv, env, cwd=cwd)
     proc.wait_ready(port=port, timeout=60)
     return proc, port
 

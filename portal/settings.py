@@ -105,7 +105,10 @@ TEMPLATES = [
 
 # The server every part of the portal uses (the outbox commands and admin too: portal/outbox).
 DATABASE_URL = _config.database_url or embedded_url()
-DATABASES = {"default": django_database(DATABASE_URL)}
+# portal.pgbackend: Django's backend, with a health check that needs no round trip. The
+# sessions say whose they are in pg_stat_activity, as the daemons' do (docs/operations.md).
+DATABASES = {"default": {**django_database(DATABASE_URL), "ENGINE": "portal.pgbackend",
+                         "OPTIONS": {"application_name": "portal"}}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
