@@ -14,15 +14,16 @@ a latency run), so 16 MB is about 12,000 events. docs/operations.md says what to
 
 This measures it on DATABASE_URL's server (or the embedded one), in a scratch database,
 with wal_init_zero on and off (SET in the writing session: the backend that creates a
-segment is the one committing), each twice: first with every segment ahead of the WAL used up
-(pg_switch_wal() until none is left, so the run creates each segment it enters), then after
-a CHECKPOINT (which recycles segments ahead for the run to use). Each run is single-row
-UPDATE transactions with synchronous commit, paced at --rate, each writing --bytes of
-incompressible text (by default about five captured events' WAL, so that a run of a few
-seconds crosses a few segments); for every segment
-boundary it crosses: whether the segment's file was there before the run (recycled) or was
-created by it, and the longest commit around the boundary. Needs a superuser (CHECKPOINT, pg_switch_wal, pg_ls_waldir; the embedded server's and the
-development server's user is one). Writes bench/results/wal_segments.json.
+segment is the one committing), each twice: first with every segment ahead of the WAL
+used up (pg_switch_wal() until none is left, so the run creates each segment it enters),
+then after a CHECKPOINT (which recycles segments ahead for the run to use). Each run is
+single-row UPDATE transactions with synchronous commit, paced at --rate, each writing
+--bytes of incompressible text (by default about five captured events' WAL, so that a run
+of a few seconds crosses a few segments); for every segment boundary it crosses: whether
+the segment's file was there before the run (recycled) or was created by it, and the
+longest commit around the boundary. Needs a superuser (CHECKPOINT, pg_switch_wal,
+pg_ls_waldir; the embedded server's and the development server's user is one).
+Writes bench/results/wal_segments.json.
 """
 from __future__ import annotations
 
