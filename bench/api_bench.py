@@ -80,7 +80,8 @@ def start_portal(url: str, cwd: Path = ROOT) -> tuple[procs.Process, int]:
     """The portal as compose.yaml runs it, from the checkout at `cwd` (bench.api_pair runs
     another revision's from its worktree)."""
     port = procs.free_port()
-    env = {"PYTHONPATH": str(cwd), "DATABASE_URL": url, "PORTAL_DEBUG": "0", "PORTAL_HTTPS": "0", "PORTAL_ALLOWED_HOSTS": "127.0.0.1",
+    env = {"PYTHONPATH": str(cwd), "DATABASE_URL": url, "PORTAL_DEBUG": "0", "PORTAL_HTTPS": "0",
+           "PORTAL_ALLOWED_HOSTS": "127.0.0.1",
            "PORTAL_SECRET_KEY": "bench-portal-secret-" + "k" * 40, "SYNC_TOKEN_SECRET": "bench-sync-secret-" + "s" * 40,
            "PORTAL_LOG_LEVEL": "WARNING",
            # The bench's failed logins and tokens must not lock anybody else's counters out.

@@ -5,8 +5,8 @@ request first uses it, and its check is a `SELECT 1`: one round trip of the six 
 create makes (without it a create's p50 through gunicorn is about a tenth lower:
 bench.api_pair). A server that ends a connection (a restart, an idle timeout,
 pg_terminate_backend) sends its goodbye, an error message and then end-of-file, which wait
-on the socket of an idle connection. So an idle connection with nothing to read
-is usable, and one with anything to read is left to Django's own check, which reads it.
+on the socket of an idle connection. So an idle connection with nothing to read is usable,
+and one with anything to read is left to Django's own check, which reads it.
 
 What the two checks cannot tell apart is the same: a server that vanished without closing
 (a network partition) leaves both waiting for TCP to give up, and a connection ended between
