@@ -10,7 +10,10 @@ and one with anything to read is left to Django's own check, which reads it.
 
 What the two checks cannot tell apart is the same: a server that vanished without closing
 (a network partition) leaves both waiting for TCP to give up, and a connection ended between
-the check and the first query fails that request either way.
+the check and the first query fails that request either way. One race differs: a session
+whose end is under way (its backend signalled, not yet gone, about a millisecond) passes
+this check, where a `SELECT 1` sent into it may fail and be replaced first; its request then
+fails, as any request already running on that session does.
 """
 from __future__ import annotations
 
