@@ -25,10 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import psycopg
-
 from bench.api_bench import start_portal
-from runtime.database import database_url, with_dbname
+from bench.dbsetup import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "api_pair.json"
@@ -83,13 +81,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--requests", type=int, default=300, help="creates per portal per round")
     args = ap.parse_args()
-    server = database_url()
-    url = with_dbname(server, SCRATCH_DB)
-    with psycopg.connect(with_dbname(server, "postgres"), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{SCRATCH_DB}"')
     portals = []
-    with tempfile.TemporaryDirectory(prefix="api_pair_") as tmp:
+    with scratch_database(SCRATCH_DB) as url, tempfile.TemporaryDirectory(prefix="api_pair_") as tmp:
         base_dir = Path(tmp) / "base"
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(base_dir), args.base], cwd=ROOT, check=True)
         try:
@@ -108,10 +101,8 @@ def main() -> None:
                 print(f"  round {r + 1}: " + ", ".join(f"{n} {v[-1]} ms" for n, v in runs.items()), flush=True)
         finally:
             for proc in portals:
-                proc.stop()
+                proc.stop()  # before the database is dropped
             subprocess.run(["git", "worktree", "remove", "--force", str(base_dir)], cwd=ROOT, check=False)
-            with psycopg.connect(with_dbname(server, "postgres"), autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
     base, ours = runs[args.base], runs["this checkout"]
     ratios = [round(o / b, 3) for o, b in zip(ours, base)]
     for name, got in runs.items():

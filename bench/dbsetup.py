@@ -2,10 +2,12 @@
 user and a few checklists to write to. Never the dev database: the bench truncates tables."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
 import sys
+from typing import Iterator
 
 import psycopg
 
@@ -75,3 +77,21 @@ def topic_tpos(url: str, topic: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SELECT tpos FROM outbox_topic WHERE topic = %s", (topic,)).fetchone()
     return row[0] if row else 0
+
+
+@contextlib.contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """An empty database `name` on DATABASE_URL's server (or the embedded one), made anew
+    and dropped afterwards; yields its URL. For tools that measure the server itself."""
+    from runtime.database import database_url, with_dbname
+
+    server = database_url()
+    admin_url = with_dbname(server, "postgres")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_dbname(server, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

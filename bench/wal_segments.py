@@ -35,8 +35,8 @@ from pathlib import Path
 
 import psycopg
 
+from bench.dbsetup import scratch_database
 from bench.stats import percentile
-from runtime.database import database_url, with_dbname
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "wal_segments.json"
@@ -126,12 +126,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0, help="commits/s, from one connection")
     ap.add_argument("--bytes", type=int, default=7000, help="WAL-sized payload per commit")
     args = ap.parse_args()
-    server = database_url()
-    url = with_dbname(server, SCRATCH_DB)
-    with psycopg.connect(with_dbname(server, "postgres"), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{SCRATCH_DB}"')
-    try:
+    with scratch_database(SCRATCH_DB) as url:
         runs = {}
         with psycopg.connect(url, autocommit=True) as conn:
             create_probe(conn)
@@ -145,9 +140,6 @@ def main() -> None:
                 conn.execute("CHECKPOINT")
             runs[f"wal_init_zero={zero}, after a checkpoint"] = measure(
                 url, seconds=args.seconds, rate=args.rate, size=args.bytes, init_zero=zero)
-    finally:
-        with psycopg.connect(with_dbname(server, "postgres"), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
     print(f"settings: {next(iter(runs.values()))['settings']}")
     for label, result in runs.items():
         print(f"{label}: {result['commits']} commits at {result['achieved_rate']}/s: p50 {result['commit_p50_ms']} ms,"

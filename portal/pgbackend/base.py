@@ -2,8 +2,8 @@
 
 With CONN_HEALTH_CHECKS (runtime/database.py) Django checks a persistent connection before a
 request first uses it, and its check is a `SELECT 1`: one round trip of the six a REST
-create makes (without it a create's p50 through gunicorn is about a tenth lower:
-bench.api_pair). A server that ends a connection (a restart, an idle timeout,
+create makes (without it, in-process, a create's p50 is 0.4-0.5 ms lower and its CPU
+0.2-0.3 ms: docs/performance.md). A server that ends a connection (a restart, an idle timeout,
 pg_terminate_backend) sends its goodbye, an error message and then end-of-file, which wait
 on the socket of an idle connection. So an idle connection with nothing to read is usable,
 and one with anything to read is left to Django's own check, which reads it.
