@@ -80,12 +80,12 @@ def topic_tpos(url: str, topic: str) -> int:
 
 
 @contextlib.contextmanager
-def scratch_database(name: str) -> Iterator[str]:
-    """An empty database `name` on DATABASE_URL's server (or the embedded one), made anew
-    and dropped afterwards; yields its URL. For tools that measure the server itself."""
+def scratch_database(name: str, server: str | None = None) -> Iterator[str]:
+    """An empty database `name` on the server of the URL `server` (default: DATABASE_URL's,
+    or the embedded one), made anew and dropped afterwards; yields its URL."""
     from runtime.database import database_url, with_dbname
 
-    server = database_url()
+    server = server or database_url()
     admin_url = with_dbname(server, "postgres")
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

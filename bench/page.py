@@ -20,8 +20,8 @@ from pathlib import Path
 import psycopg
 
 from bench import procs
+from bench.dbsetup import scratch_database
 from bench.stats import summarize_ms
-from runtime.database import with_dbname
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +53,6 @@ window.__latency = [];
   });
 })();
 """
-
-
-def _scratch_database(url: str) -> str:
-    name = f"{psycopg.conninfo.conninfo_to_dict(url).get('dbname', 'bench')}_page"
-    with psycopg.connect(with_dbname(url, "postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return with_dbname(url, name)
-
-
-def _drop_database(url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(with_dbname(url, "postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _alices_list(url: str) -> tuple[int, list[int]]:
@@ -101,12 +87,17 @@ def paced_updates(url: str, item_ids: list[int], *, rate: float, duration: float
 
 
 def run(base_url: str, *, rates: list[float], transports: list[str], duration: float, tmp: Path) -> dict:
+    name = f"{psycopg.conninfo.conninfo_to_dict(base_url).get('dbname', 'bench')}_page"
+    with scratch_database(name, server=base_url) as url:
+        return _run_on(url, rates=rates, transports=transports, duration=duration, tmp=tmp)
+
+
+def _run_on(url: str, *, rates: list[float], transports: list[str], duration: float, tmp: Path) -> dict:
     from playwright.sync_api import sync_playwright
 
     from stack.keys import KeySet
     from stack.run import Stack
 
-    url = _scratch_database(base_url)
     env = {"DATABASE_URL": url, "PORTAL_PORT": str(procs.free_port()), "SYNC_PORT": str(procs.free_port()),
            "OUTBOX_BROKER_FRONTEND": str(procs.free_port()), "OUTBOX_BROKER_BACKEND": str(procs.free_port()),
            "OUTBOX_RELAY_METRICS_PORT": str(procs.free_port()), "PORTAL_RATELIMIT_DIR": str(tmp / "ratelimit")}
@@ -138,7 +129,6 @@ def run(base_url: str, *, rates: list[float], transports: list[str], duration: f
     finally:
         stack.stop()
         out.close()
-        _drop_database(url)
     return results
 
 

@@ -33,9 +33,8 @@ def has_input(fileno: int) -> bool:
 class DatabaseWrapper(base.DatabaseWrapper):
     def is_usable(self) -> bool:
         conn = self.connection
-        if conn is None or conn.closed or conn.broken:
+        if conn is None or conn.closed:  # closed: libpq's status is BAD (broken ones too)
             return False
-        if (conn.info.transaction_status == pq.TransactionStatus.IDLE and conn.pgconn.status == pq.ConnStatus.OK
-                and not has_input(conn.fileno())):
+        if conn.info.transaction_status == pq.TransactionStatus.IDLE and not has_input(conn.fileno()):
             return True
         return super().is_usable()

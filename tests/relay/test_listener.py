@@ -3,6 +3,7 @@ says truly what woke it, and a connection the server ends is reported, then repl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import psycopg
 import pytest
@@ -28,12 +29,20 @@ def _run(coro):
     return asyncio.run(asyncio.wait_for(coro, 30))
 
 
+@contextlib.asynccontextmanager
+async def _listening(url: str):
+    listener = Listener(url, {})
+    await listener.start()
+    try:
+        yield listener
+    finally:
+        await listener.close()
+
+
 def test_rings_are_counted_once_each_and_reported_once(scratch_db):
     async def scenario():
-        listener = Listener(scratch_db, {})
         stop = asyncio.Event()
-        await listener.start()
-        try:
+        async with _listening(scratch_db) as listener:
             assert await listener.wait(0.05, stop) == "poll"
             # Three notifications delivered together: three rings, one wake-up.
             await asyncio.to_thread(_ring, scratch_db, "a", "b", "c")
@@ -52,8 +61,6 @@ def test_rings_are_counted_once_each_and_reported_once(scratch_db):
             await asyncio.sleep(0.2)
             assert listener.rings == 5
             assert listener.error() is None and listener.healthy
-        finally:
-            await listener.close()
         assert not listener.healthy
 
     _run(scenario())
@@ -61,27 +68,21 @@ def test_rings_are_counted_once_each_and_reported_once(scratch_db):
 
 def test_stop_ends_a_long_wait_at_once(scratch_db):
     async def scenario():
-        listener = Listener(scratch_db, {})
         stop = asyncio.Event()
-        await listener.start()
-        try:
+        async with _listening(scratch_db) as listener:
             asyncio.get_running_loop().call_later(0.1, stop.set)
             started = asyncio.get_running_loop().time()
             assert await listener.wait(60, stop) == "stop"
             assert asyncio.get_running_loop().time() - started < 30  # not the 60 s timeout
             assert await listener.wait(60, stop) == "stop"  # and at once while it stays set
-        finally:
-            await listener.close()
 
     _run(scenario())
 
 
 def test_a_connection_the_server_ends_is_reported_then_replaced(scratch_db):
     async def scenario():
-        listener = Listener(scratch_db, {})
         stop = asyncio.Event()
-        await listener.start()
-        try:
+        async with _listening(scratch_db) as listener:
             assert await asyncio.to_thread(_terminate_listener, scratch_db) == 1
             assert await listener.wait(60, stop) == "listener-lost"
             assert isinstance(listener.error(), psycopg.OperationalError)
@@ -91,8 +92,6 @@ def test_a_connection_the_server_ends_is_reported_then_replaced(scratch_db):
             assert listener.healthy and listener.error() is None
             await asyncio.to_thread(_ring, scratch_db, "after")
             assert await listener.wait(5, stop) == "rung"
-        finally:
-            await listener.close()
 
     _run(scenario())
 
@@ -100,11 +99,7 @@ def test_a_connection_the_server_ends_is_reported_then_replaced(scratch_db):
 @pytest.mark.parametrize("timeout", [0.0, 0.01])
 def test_a_wait_that_times_out_says_poll(scratch_db, timeout):
     async def scenario():
-        listener = Listener(scratch_db, {})
-        await listener.start()
-        try:
+        async with _listening(scratch_db) as listener:
             assert await listener.wait(timeout, asyncio.Event()) == "poll"
-        finally:
-            await listener.close()
 
     _run(scenario())
